@@ -1,0 +1,286 @@
+//! What an execution produces: the events streamed from `POST /execute`, how kernel output maps to
+//! them, and the [`Execution`] the SDKs (and our client) fold the stream into.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ndjson;
+
+/// One rich output: a kernel MIME bundle mapped to E2B's fixed fields (code-interpreter-api.md
+/// §5.1). Field order is the wire order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub javascript: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Value>,
+    /// MIME types without a field of their own; always present, `{}` when empty.
+    #[serde(default)]
+    pub extra: Map<String, Value>,
+    #[serde(default)]
+    pub is_main_result: bool,
+}
+
+impl ExecutionResult {
+    /// Maps a kernel MIME bundle (`display_data` or `execute_result` `data`).
+    pub fn from_bundle(bundle: &Value, is_main_result: bool) -> ExecutionResult {
+        let mut r = ExecutionResult {
+            is_main_result,
+            ..Default::default()
+        };
+        let Some(map) = bundle.as_object() else {
+            return r;
+        };
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            // Some kernels send multi-line strings as lists of lines.
+            Value::Array(parts) => Some(parts.iter().filter_map(Value::as_str).collect()),
+            other => Some(other.to_string()),
+        };
+        for (mime, v) in map {
+            match mime.as_str() {
+                "text/plain" => r.text = text(v).map(|s| strip_quotes(&s)),
+                "text/html" => r.html = text(v),
+                "text/markdown" => r.markdown = text(v),
+                "image/svg+xml" => r.svg = text(v),
+                "image/png" => r.png = text(v).map(|s| s.trim_end().to_string()),
+                "image/jpeg" => r.jpeg = text(v).map(|s| s.trim_end().to_string()),
+                "application/pdf" => r.pdf = text(v),
+                "text/latex" => r.latex = text(v),
+                "application/json" => r.json = Some(v.clone()),
+                "application/javascript" => r.javascript = text(v),
+                "e2b/data" => r.data = Some(v.clone()),
+                "e2b/chart" => r.chart = Some(v.clone()),
+                _ => {
+                    r.extra.insert(mime.clone(), v.clone());
+                }
+            }
+        }
+        r
+    }
+}
+
+/// E2B strips one pair of surrounding quotes from `text/plain` (`'quoted'` → `quoted`).
+fn strip_quotes(s: &str) -> String {
+    let b = s.as_bytes();
+    let quoted = |q: u8| b.first() == Some(&q) && b.last() == Some(&q);
+    if quoted(b'\'') || quoted(b'"') {
+        if s.len() >= 2 {
+            s[1..s.len() - 1].to_string()
+        } else {
+            String::new()
+        }
+    } else {
+        s.to_string()
+    }
+}
+
+/// An error in an execution: the kernel's own, or one of the synthetic ones below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub traceback: String,
+}
+
+impl ExecutionError {
+    pub fn new(name: &str, value: impl Into<String>) -> ExecutionError {
+        ExecutionError {
+            name: name.to_string(),
+            value: value.into(),
+            traceback: String::new(),
+        }
+    }
+
+    /// The kernel died and came back with a fresh kernel (same id, same cwd).
+    pub fn context_restarting() -> ExecutionError {
+        Self::new("ContextRestarting", "Context was restarted")
+    }
+
+    /// The context was restarted or deleted under a running execution.
+    pub fn unexpected_end() -> ExecutionError {
+        Self::new(
+            "UnexpectedEndOfExecution",
+            "Connection to the execution was closed before the execution was finished",
+        )
+    }
+
+    pub fn aborted() -> ExecutionError {
+        Self::new("ExecutionAborted", "Execution was aborted")
+    }
+
+    /// kernelbox's `timeout` extension fired.
+    pub fn timeout(secs: f64) -> ExecutionError {
+        let n = if secs.fract() == 0.0 && secs < 1e15 {
+            format!("{}", secs as i64)
+        } else {
+            format!("{secs}")
+        };
+        Self::new("TimeoutError", format!("Execution timed out after {n} s"))
+    }
+}
+
+/// One line of the `/execute` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    NumberOfExecutions {
+        execution_count: i64,
+    },
+    Stdout {
+        text: String,
+        #[serde(default)]
+        timestamp: String,
+    },
+    Stderr {
+        text: String,
+        #[serde(default)]
+        timestamp: String,
+    },
+    Result(ExecutionResult),
+    Error(ExecutionError),
+    Keepalive,
+    EndOfExecution,
+}
+
+impl Event {
+    /// The wire line, newline included, written like Python's `json.dumps`.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            // Written by hand: output can be tens of megabytes and must not be copied into a
+            // `Value` first.
+            Event::Stdout { text, timestamp } | Event::Stderr { text, timestamp } => {
+                let kind: &[u8] = if matches!(self, Event::Stdout { .. }) {
+                    b"stdout"
+                } else {
+                    b"stderr"
+                };
+                out.reserve(text.len() + 96);
+                out.extend_from_slice(b"{\"type\": \"");
+                out.extend_from_slice(kind);
+                out.extend_from_slice(b"\", \"text\": ");
+                ndjson::write_str(&mut out, text);
+                out.extend_from_slice(b", \"timestamp\": ");
+                ndjson::write_str(&mut out, timestamp);
+                out.push(b'}');
+            }
+            Event::Keepalive => out.extend_from_slice(br#"{"type": "keepalive"}"#),
+            Event::EndOfExecution => out.extend_from_slice(br#"{"type": "end_of_execution"}"#),
+            other => match serde_json::to_value(other) {
+                Ok(v) => ndjson::write_value(&mut out, &v),
+                Err(_) => out.extend_from_slice(br#"{"type": "keepalive"}"#),
+            },
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Stdout and stderr chunks, one per event (not split into lines).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logs {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+/// The outcome of one `/execute`, folded the way the official SDKs fold the stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub results: Vec<ExecutionResult>,
+    pub logs: Logs,
+    /// The last error wins, as in the SDKs.
+    pub error: Option<ExecutionError>,
+    pub execution_count: Option<i64>,
+}
+
+impl Execution {
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::NumberOfExecutions { execution_count } => {
+                self.execution_count = Some(*execution_count)
+            }
+            Event::Stdout { text, .. } => self.logs.stdout.push(text.clone()),
+            Event::Stderr { text, .. } => self.logs.stderr.push(text.clone()),
+            Event::Result(r) => self.results.push(r.clone()),
+            Event::Error(e) => self.error = Some(e.clone()),
+            Event::Keepalive | Event::EndOfExecution => {}
+        }
+    }
+
+    /// The `text` of the main result, like the SDKs' `Execution.text`.
+    pub fn text(&self) -> Option<&str> {
+        self.results
+            .iter()
+            .find(|r| r.is_main_result)
+            .and_then(|r| r.text.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn result_mapping_and_order() {
+        let r = ExecutionResult::from_bundle(
+            &json!({"text/plain": "'hi'", "application/x-custom": "zz", "text/html": "<b>"}),
+            true,
+        );
+        let line = String::from_utf8(Event::Result(r).to_line()).unwrap();
+        assert_eq!(
+            line,
+            "{\"type\": \"result\", \"text\": \"hi\", \"html\": \"<b>\", \"extra\": {\"application/x-custom\": \"zz\"}, \"is_main_result\": true}\n"
+        );
+        assert_eq!(strip_quotes("'"), "");
+        assert_eq!(strip_quotes("\"a\""), "a");
+        assert_eq!(strip_quotes("a'"), "a'");
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        for ev in [
+            Event::NumberOfExecutions { execution_count: 3 },
+            Event::Stdout {
+                text: "é\n".into(),
+                timestamp: "t".into(),
+            },
+            Event::Error(ExecutionError::timeout(2.5)),
+            Event::EndOfExecution,
+        ] {
+            let line = ev.to_line();
+            assert!(line.is_ascii());
+            let back: Event = serde_json::from_slice(&line).unwrap();
+            assert_eq!(back, ev);
+        }
+        assert_eq!(
+            ExecutionError::timeout(3.0).value,
+            "Execution timed out after 3 s"
+        );
+    }
+}

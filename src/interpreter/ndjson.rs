@@ -1,0 +1,113 @@
+//! JSON written the way Python's `json.dumps` writes it: `", "` and `": "` separators and every
+//! non-ASCII character escaped as `\uXXXX`. The JS SDK decodes each network chunk on its own, so a
+//! multi-byte UTF-8 character split across chunks would be corrupted (code-interpreter-api.md §4.1).
+
+use serde_json::Value;
+
+/// Appends `v` to `out`.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_str(out, k);
+                out.extend_from_slice(b": ");
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Appends `s` as an ASCII-only JSON string. Runs of plain ASCII are copied as slices, so a 50 MB
+/// print costs one pass.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (0x20..=0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if b < 0x80 {
+            escape_ascii(out, b);
+            i += 1;
+        } else if let Some(c) = s[i..].chars().next() {
+            // `i` is always on a char boundary: ASCII advances by one, others by their length.
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                push_u(out, *unit);
+            }
+            i += c.len_utf8();
+        }
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn escape_ascii(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        other => push_u(out, u16::from(other)),
+    }
+}
+
+fn push_u(out: &mut Vec<u8>, unit: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[usize::from((unit >> shift) & 0xf)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dumps(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, v);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn python_style() {
+        assert_eq!(
+            dumps(&json!({"type": "stdout", "text": "é😀\n", "n": [1, 2.5, null, true]})),
+            r#"{"type": "stdout", "text": "\u00e9\ud83d\ude00\n", "n": [1, 2.5, null, true]}"#
+        );
+        assert_eq!(dumps(&json!("a\"b\\c\u{1}\t")), r#""a\"b\\c\u0001\t""#);
+        assert_eq!(dumps(&json!("ok é x\"")), r#""ok \u00e9 x\"""#);
+        assert_eq!(dumps(&json!({})), "{}");
+    }
+}

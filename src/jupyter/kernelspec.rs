@@ -1,0 +1,121 @@
+//! Kernelspecs: `kernel.json` files in `$KERNELBOX_HOME/kernels/<name>/`, installed by
+//! `kernelbox setup` from the repository's `kernels/` folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelSpecError {
+    #[error("no kernelspec named '{name}' in {dir} (run `kernelbox setup`)")]
+    NotFound { name: String, dir: String },
+    #[error("kernelspec {path} is invalid: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// How a kernel wants to be interrupted (Jupyter's `interrupt_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptMode {
+    /// SIGINT to the kernel process (the default).
+    Signal,
+    /// `interrupt_request` on the control channel (Deno: SIGINT kills it).
+    Message,
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub argv: Vec<String>,
+    pub display_name: String,
+    pub language: String,
+    pub interrupt_mode: InterruptMode,
+    pub env: Vec<(String, String)>,
+    /// Code run as a silent cell after every start, from `metadata.kernelbox.startup`.
+    pub startup_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSpec {
+    argv: Vec<String>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    language: String,
+    #[serde(default)]
+    interrupt_mode: Option<String>,
+    #[serde(default)]
+    env: serde_json::Map<String, Value>,
+    #[serde(default)]
+    metadata: Value,
+}
+
+impl KernelSpec {
+    /// Loads `<kernels_dir>/<name>/kernel.json`.
+    pub fn load(kernels_dir: &Path, name: &str) -> Result<KernelSpec, KernelSpecError> {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.');
+        let dir = kernels_dir.join(name);
+        let path = dir.join("kernel.json");
+        let not_found = || KernelSpecError::NotFound {
+            name: name.to_string(),
+            dir: kernels_dir.display().to_string(),
+        };
+        if !valid_name {
+            return Err(not_found());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|_| not_found())?;
+        let invalid = |reason: String| KernelSpecError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let raw: RawSpec = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if raw.argv.is_empty() {
+            return Err(invalid("argv is empty".into()));
+        }
+        let interrupt_mode = match raw.interrupt_mode.as_deref() {
+            None | Some("signal") => InterruptMode::Signal,
+            Some("message") => InterruptMode::Message,
+            Some(other) => return Err(invalid(format!("unknown interrupt_mode '{other}'"))),
+        };
+        let env = raw
+            .env
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+        let startup_code = match raw
+            .metadata
+            .pointer("/kernelbox/startup")
+            .and_then(Value::as_str)
+        {
+            Some(file) => Some(
+                std::fs::read_to_string(dir.join(file))
+                    .map_err(|e| invalid(format!("start-up file {file}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(KernelSpec {
+            name: name.to_string(),
+            dir,
+            argv: raw.argv,
+            display_name: raw.display_name,
+            language: raw.language,
+            interrupt_mode,
+            env,
+            startup_code,
+        })
+    }
+}
+
+/// Replaces `{connection_file}` and `{kernelbox_home}` in a kernelspec string.
+pub fn substitute(s: &str, connection_file: &Path, home: &Path) -> String {
+    s.replace("{connection_file}", &connection_file.to_string_lossy())
+        .replace("{kernelbox_home}", &home.to_string_lossy())
+}

@@ -1,0 +1,368 @@
+//! Kernel processes: launch from a kernelspec, interrupt, shut down, and notice death.
+//!
+//! The child process is the primary liveness signal (a missed heartbeat is only a hint). A kernel
+//! runs in its own process group, is killed with its parent (`PR_SET_PDEATHSIG`) and is killed
+//! with its group when the [`Kernel`] is dropped, so kernels never outlive the agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::connection::{Channel, ConnectionError, ConnectionInfo, KernelConnection};
+use super::kernelspec::{substitute, InterruptMode, KernelSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("could not write the connection file {path}: {source}")]
+    ConnectionFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("could not start kernel '{name}' ({program}): {source}")]
+    Spawn {
+        name: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("kernel '{name}' exited during start-up ({status})")]
+    ExitedEarly { name: String, status: String },
+    #[error("kernel '{name}' did not listen within {secs} s")]
+    NoListen { name: String, secs: u64 },
+    #[error("kernel '{name}' start-up cell failed: {detail}")]
+    Startup { name: String, detail: String },
+}
+
+/// Where and how to start a kernel.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The kernel's working directory.
+    pub cwd: PathBuf,
+    /// Extra environment, applied over the agent's own and the spec's (sandbox-level variables).
+    pub env: Vec<(String, String)>,
+    /// `$KERNELBOX_HOME`, substituted for `{kernelbox_home}`.
+    pub home: PathBuf,
+    /// A 0700 folder for connection files.
+    pub runtime_dir: PathBuf,
+}
+
+/// A running kernel: its process and its connection.
+pub struct Kernel {
+    pub spec: Arc<KernelSpec>,
+    pub conn: KernelConnection,
+    pub info: Value,
+    pid: i32,
+    exited: watch::Receiver<Option<String>>,
+    connection_file: PathBuf,
+}
+
+impl Kernel {
+    /// Starts the kernel and returns once it answers `kernel_info` on shell and iopub and its
+    /// start-up cell, if any, has run.
+    pub async fn launch(
+        spec: Arc<KernelSpec>,
+        opts: &LaunchOptions,
+    ) -> Result<Kernel, KernelError> {
+        let (info, reserved) = ConnectionInfo::reserve()?;
+        let connection_file = opts
+            .runtime_dir
+            .join(format!("kernel-{}.json", uuid::Uuid::new_v4()));
+        write_private(
+            &connection_file,
+            &serde_json::to_vec(&info).unwrap_or_default(),
+        )
+        .map_err(|source| KernelError::ConnectionFile {
+            path: connection_file.display().to_string(),
+            source,
+        })?;
+
+        let argv: Vec<String> = spec
+            .argv
+            .iter()
+            .map(|a| substitute(a, &connection_file, &opts.home))
+            .collect();
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&opts.cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(false);
+        for (k, v) in &spec.env {
+            cmd.env(k, substitute(v, &connection_file, &opts.home));
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to deliver SIGKILL to this
+        // child when the thread that spawned it exits, so a SIGKILLed agent leaves no kernels.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+
+        reserved.release();
+        let mut child = cmd.spawn().map_err(|source| {
+            let _ = std::fs::remove_file(&connection_file);
+            KernelError::Spawn {
+                name: spec.name.clone(),
+                program: argv[0].clone(),
+                source,
+            }
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let (exit_tx, exited) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let _ = exit_tx.send(Some(status));
+        });
+
+        let mut kernel_guard = KillOnDrop {
+            pid,
+            connection_file: Some(connection_file.clone()),
+        };
+        let name = spec.name.clone();
+        wait_for_port(info.shell_port, &exited, &name).await?;
+        let conn = KernelConnection::connect(&info).await?;
+        let kernel_info = tokio::select! {
+            r = conn.handshake(Duration::from_secs(60)) => r?,
+            status = wait_exit(exited.clone()) => {
+                return Err(KernelError::ExitedEarly { name, status })
+            }
+        };
+        kernel_guard.disarm();
+        let kernel = Kernel {
+            spec,
+            conn,
+            info: kernel_info,
+            pid,
+            exited,
+            connection_file,
+        };
+        if let Some(code) = kernel.spec.startup_code.clone() {
+            if let Err(detail) = kernel.run_silent(&code, Duration::from_secs(60)).await {
+                return Err(KernelError::Startup { name, detail });
+            }
+        }
+        Ok(kernel)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Resolves when the process has exited, with a description of its status.
+    pub fn exited(&self) -> watch::Receiver<Option<String>> {
+        self.exited.clone()
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    /// Interrupts the running cell the way the kernelspec asks.
+    pub async fn interrupt(&self) -> Result<(), KernelError> {
+        match self.spec.interrupt_mode {
+            InterruptMode::Signal => {
+                signal(self.pid, libc::SIGINT, false);
+                Ok(())
+            }
+            InterruptMode::Message => {
+                self.conn
+                    .control_request("interrupt_request", json!({}), Duration::from_secs(5))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `code` as a silent cell and waits for it to finish. `Err` carries the kernel's error.
+    pub async fn run_silent(&self, code: &str, timeout: Duration) -> Result<(), String> {
+        let mut sub = self
+            .conn
+            .execute(code, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let work = async {
+            let (mut replied, mut idle) = (None, false);
+            while let Some(incoming) = sub.recv().await {
+                let msg = &incoming.msg;
+                match (incoming.channel, msg.msg_type()) {
+                    (Channel::Shell, "execute_reply") => {
+                        replied = Some(match msg.content_str("status") {
+                            "ok" => Ok(()),
+                            other => Err(format!(
+                                "{other}: {} {}",
+                                msg.content_str("ename"),
+                                msg.content_str("evalue")
+                            )),
+                        })
+                    }
+                    (Channel::IoPub, "status") if msg.content_str("execution_state") == "idle" => {
+                        idle = true
+                    }
+                    _ => {}
+                }
+                if idle {
+                    if let Some(r) = replied.take() {
+                        return r;
+                    }
+                }
+            }
+            Err("the kernel connection closed".to_string())
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs()))),
+            status = wait_exit(self.exited.clone()) => Err(format!("the kernel exited ({status})")),
+        }
+    }
+
+    /// `shutdown_request`, then SIGTERM, then SIGKILL to the process group, each after a grace
+    /// period (ijavascript replies but never exits).
+    pub async fn shutdown(&self) {
+        if !self.has_exited() {
+            let _ = self
+                .conn
+                .control_request(
+                    "shutdown_request",
+                    json!({"restart": false}),
+                    Duration::from_secs(2),
+                )
+                .await;
+        }
+        for (sig, grace) in [
+            (None, Duration::from_secs(2)),
+            (Some(libc::SIGTERM), Duration::from_secs(2)),
+            (Some(libc::SIGKILL), Duration::from_secs(5)),
+        ] {
+            if let Some(sig) = sig {
+                signal(self.pid, sig, true);
+            }
+            if tokio::time::timeout(grace, wait_exit(self.exited.clone()))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // Whatever the kernel left in its group goes too.
+        signal(self.pid, libc::SIGKILL, true);
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        signal(self.pid, libc::SIGKILL, true);
+        let _ = std::fs::remove_file(&self.connection_file);
+    }
+}
+
+/// Kills a half-started kernel if launch fails part way.
+struct KillOnDrop {
+    pid: i32,
+    connection_file: Option<PathBuf>,
+}
+
+impl KillOnDrop {
+    fn disarm(&mut self) {
+        self.pid = 0;
+        self.connection_file = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal(self.pid, libc::SIGKILL, true);
+        if let Some(f) = &self.connection_file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn signal(pid: i32, sig: libc::c_int, group: bool) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: plain syscalls on a pid we spawned; errors (ESRCH) are expected and ignored.
+    unsafe {
+        if group {
+            libc::killpg(pid, sig);
+        } else {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+async fn wait_exit(mut rx: watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(status) = rx.borrow_and_update().clone() {
+            return status;
+        }
+        if rx.changed().await.is_err() {
+            return "unknown".to_string();
+        }
+    }
+}
+
+/// Polls the kernel's shell port every 10 ms: zmq.rs's own connect backoff would otherwise add
+/// hundreds of milliseconds to every start (jupyter-kernels.md §2.2).
+async fn wait_for_port(
+    port: u16,
+    exited: &watch::Receiver<Option<String>>,
+    name: &str,
+) -> Result<(), KernelError> {
+    let limit = 60;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limit);
+    loop {
+        if let Some(status) = exited.borrow().clone() {
+            return Err(KernelError::ExitedEarly {
+                name: name.to_string(),
+                status,
+            });
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(KernelError::NoListen {
+                name: name.to_string(),
+                secs: limit,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Creates `dir` with mode 0700 (connection files hold signing keys).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

@@ -1,0 +1,380 @@
+//! The Jupyter wire format: one message as a list of ZeroMQ frames, and its HMAC signature.
+//!
+//! Framing is kept apart from sockets (`connection`) and from what a message means (`interpreter`):
+//! this module only knows how to turn a [`Message`] into frames and back. Bodies stay
+//! `serde_json::Value`, read through lenient accessors, because real kernels leave out fields,
+//! send odd dates and invent status values (jupyter-kernels.md §6).
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
+
+/// Separates routing identities from the signed part of a message.
+pub const DELIMITER: &[u8] = b"<IDS|MSG>";
+
+/// The protocol version kernelbox speaks; every kernel tested accepts it.
+pub const PROTOCOL_VERSION: &str = "5.3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("no <IDS|MSG> delimiter in a {0}-frame message")]
+    NoDelimiter(usize),
+    #[error("message has {0} frames after the delimiter, at least 5 are needed")]
+    TooFewFrames(usize),
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("invalid JSON in the {part}: {source}")]
+    Json {
+        part: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// One Jupyter message. The four dictionaries are kept as JSON values; `buffers` are the raw frames
+/// after `content` (unsigned, used only by comms).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub header: Value,
+    pub parent_header: Value,
+    pub metadata: Value,
+    pub content: Value,
+    pub buffers: Vec<Bytes>,
+}
+
+impl Message {
+    /// A new request in `session`, with a fresh msg_id and the current time.
+    pub fn request(session: &str, msg_type: &str, content: Value) -> Message {
+        Message {
+            header: json!({
+                "msg_id": uuid::Uuid::new_v4().to_string(),
+                "username": "kernelbox",
+                "session": session,
+                "msg_type": msg_type,
+                "version": PROTOCOL_VERSION,
+                "date": now_rfc3339(),
+            }),
+            parent_header: json!({}),
+            metadata: json!({}),
+            content,
+            buffers: Vec::new(),
+        }
+    }
+
+    pub fn msg_id(&self) -> &str {
+        str_field(&self.header, "msg_id")
+    }
+
+    pub fn msg_type(&self) -> &str {
+        str_field(&self.header, "msg_type")
+    }
+
+    /// The parent's msg_id, or `None` for `{}`, `null` or a missing header.
+    pub fn parent_msg_id(&self) -> Option<&str> {
+        self.parent_header
+            .get("msg_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The header date as sent, if any (ijavascript sends none).
+    pub fn date(&self) -> Option<&str> {
+        self.header.get("date").and_then(Value::as_str)
+    }
+
+    /// A string field of `content`, `""` when missing or not a string.
+    pub fn content_str(&self, key: &str) -> &str {
+        str_field(&self.content, key)
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// HMAC-SHA256 signing with the connection's key. An empty key means unsigned messages, as the
+/// protocol allows.
+#[derive(Clone)]
+pub struct Signer {
+    mac: Option<Hmac<Sha256>>,
+}
+
+impl Signer {
+    pub fn new(key: &[u8]) -> Signer {
+        let mac = if key.is_empty() {
+            None
+        } else {
+            // HMAC accepts keys of any length; this cannot fail.
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()
+        };
+        Signer { mac }
+    }
+
+    fn mac_over(&self, parts: [&[u8]; 4]) -> Option<Hmac<Sha256>> {
+        let mut mac = self.mac.clone()?;
+        for part in parts {
+            mac.update(part);
+        }
+        Some(mac)
+    }
+
+    /// Lowercase hex signature of the four signed frames.
+    pub fn sign(&self, parts: [&[u8]; 4]) -> String {
+        match self.mac_over(parts) {
+            Some(mac) => hex(&mac.finalize().into_bytes()),
+            None => String::new(),
+        }
+    }
+
+    /// Constant-time check of a received signature over the exact received bytes.
+    pub fn verify(&self, signature: &[u8], parts: [&[u8]; 4]) -> bool {
+        match self.mac_over(parts) {
+            None => true,
+            Some(mac) => match unhex(signature) {
+                Some(raw) => mac.verify_slice(&raw).is_ok(),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Serialises and signs `msg`, prefixed by routing `identities` (empty for DEALER sockets).
+pub fn encode(msg: &Message, signer: &Signer, identities: &[Bytes]) -> Vec<Bytes> {
+    let header = to_bytes(&msg.header);
+    let parent = to_bytes(&msg.parent_header);
+    let metadata = to_bytes(&msg.metadata);
+    let content = to_bytes(&msg.content);
+    let signature = signer.sign([&header, &parent, &metadata, &content]);
+    let mut frames = Vec::with_capacity(identities.len() + 6 + msg.buffers.len());
+    frames.extend(identities.iter().cloned());
+    frames.push(Bytes::from_static(DELIMITER));
+    frames.push(Bytes::from(signature));
+    frames.push(header);
+    frames.push(parent);
+    frames.push(metadata);
+    frames.push(content);
+    frames.extend(msg.buffers.iter().cloned());
+    frames
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    // Serialising a Value cannot fail (all keys are strings).
+    Bytes::from(serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// Parses and verifies one multipart message. Identities and topic frames before the delimiter are
+/// skipped: ipykernel prefixes iopub frames with topics, Deno sends none.
+pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError> {
+    let n = frames.len();
+    let start = frames
+        .iter()
+        .position(|f| f.as_ref() == DELIMITER)
+        .ok_or(WireError::NoDelimiter(n))?;
+    let rest = &frames[start + 1..];
+    if rest.len() < 5 {
+        return Err(WireError::TooFewFrames(rest.len()));
+    }
+    let parts = [&rest[1][..], &rest[2][..], &rest[3][..], &rest[4][..]];
+    if !signer.verify(&rest[0], parts) {
+        return Err(WireError::BadSignature);
+    }
+    let parse = |part: &'static str, bytes: &Bytes| -> Result<Value, WireError> {
+        if bytes.is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        serde_json::from_slice(bytes).map_err(|source| WireError::Json { part, source })
+    };
+    Ok(Message {
+        header: parse("header", &rest[1])?,
+        parent_header: parse("parent_header", &rest[2])?,
+        metadata: parse("metadata", &rest[3])?,
+        content: parse("content", &rest[4])?,
+        buffers: rest[5..].to_vec(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// Now as RFC 3339 UTC with microseconds and `Z`, the form ipykernel itself sends.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:06}Z",
+        now.subsec_micros()
+    )
+}
+
+/// Turns any date a kernel sends into the server's timestamp form,
+/// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` (code-interpreter-api.md §4.2). Kernels send microseconds
+/// (ipykernel), milliseconds (Deno), no date at all (ijavascript) or odd offsets (IJava); anything
+/// unreadable becomes the current time rather than an error.
+pub fn timestamp_from_kernel(date: Option<&str>) -> String {
+    date.and_then(parse_utc)
+        .unwrap_or_else(|| parse_utc(&now_rfc3339()).unwrap_or_default())
+}
+
+fn parse_utc(date: &str) -> Option<String> {
+    let b = date.trim().as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi) = (num(11..13)?, num(14..16)?);
+    let s = if b.get(16) == Some(&b':') {
+        num(17..19)?
+    } else {
+        0
+    };
+    let mut i = if b.get(16) == Some(&b':') { 19 } else { 16 };
+    let mut micros = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let mut digits = 0;
+        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if digits < 6 {
+                micros = micros * 10 + i64::from(c - b'0');
+                digits += 1;
+            }
+            i += 1;
+        }
+        for _ in digits..6 {
+            micros *= 10;
+        }
+    }
+    // Offset: Z, none, ±HH:MM, ±HHMM or ±HH.
+    let offset_secs = match b.get(i) {
+        None | Some(b'Z') | Some(b'z') => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest: Vec<u8> = b[i + 1..].iter().copied().filter(|c| *c != b':').collect();
+            let oh: i64 = std::str::from_utf8(rest.get(0..2)?).ok()?.parse().ok()?;
+            let om: i64 = match rest.get(2..4) {
+                Some(m) => std::str::from_utf8(m).ok()?.parse().ok()?,
+                None => 0,
+            };
+            let off = oh * 3600 + om * 60;
+            if sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    let epoch = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_secs;
+    let (y, mo, d, h, mi, s) = civil(epoch);
+    Some(format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}+00:00"
+    ))
+}
+
+/// Seconds since the epoch → (year, month, day, hour, minute, second), proleptic Gregorian.
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_signed() {
+        let signer = Signer::new(b"secret");
+        let mut msg = Message::request("s", "execute_request", json!({"code": "1+1"}));
+        msg.buffers.push(Bytes::from_static(b"raw"));
+        let frames = encode(&msg, &signer, &[Bytes::from_static(b"id")]);
+        let back = decode(frames.clone(), &signer).expect("decodes");
+        assert_eq!(back.msg_type(), "execute_request");
+        assert_eq!(back.content["code"], "1+1");
+        assert_eq!(back.buffers.len(), 1);
+        assert!(matches!(
+            decode(frames, &Signer::new(b"other")),
+            Err(WireError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn short_messages_are_errors_not_panics() {
+        let signer = Signer::new(b"k");
+        let frames = vec![Bytes::from_static(DELIMITER), Bytes::from_static(b"x")];
+        assert!(matches!(
+            decode(frames, &signer),
+            Err(WireError::TooFewFrames(1))
+        ));
+        assert!(matches!(
+            decode(vec![], &signer),
+            Err(WireError::NoDelimiter(0))
+        ));
+    }
+
+    #[test]
+    fn lenient_dates() {
+        assert_eq!(
+            parse_utc("2026-11-27T00:38:41.843099Z").as_deref(),
+            Some("2026-11-27T00:38:41.843099+00:00")
+        );
+        assert_eq!(
+            parse_utc("2026-11-27T00:38:41.843Z").as_deref(),
+            Some("2026-11-27T00:38:41.843000+00:00")
+        );
+        assert_eq!(
+            parse_utc("2026-11-27T17:21+0100").as_deref(),
+            Some("2026-11-27T16:21:00.000000+00:00")
+        );
+        assert_eq!(
+            parse_utc("2026-01-01T00:30:00-01:00").as_deref(),
+            Some("2026-01-01T01:30:00.000000+00:00")
+        );
+        assert_eq!(parse_utc("yesterday"), None);
+        assert!(timestamp_from_kernel(None).ends_with("+00:00"));
+    }
+}

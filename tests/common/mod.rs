@@ -1,0 +1,116 @@
+//! Shared harness for integration tests: starts a real `kernelbox agent` on a free loopback port
+//! and kills it (and, through the agent, its kernels) when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running agent. Its kernels are children of the agent and die with it.
+pub struct Agent {
+    pub url: String,
+    pub workdir: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    /// Starts `kernelbox agent --port 0` with the given extra arguments and waits until it prints
+    /// the `listening on` line, which it does only once its default contexts are ready.
+    pub fn start(extra: &[&str]) -> Agent {
+        let workdir = tempdir("workdir");
+        Self::start_in(&workdir, extra)
+    }
+
+    pub fn start_in(workdir: &std::path::Path, extra: &[&str]) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kernelbox"))
+            .args(["agent", "--addr", "127.0.0.1", "--port", "0", "--workdir"])
+            .arg(workdir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kernelbox agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(url) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(url.trim().to_string());
+                        sent = true;
+                    }
+                }
+                // Keep draining so the agent never blocks on a full pipe.
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let url = loop {
+            if let Ok(url) = rx.recv_timeout(Duration::from_millis(100)) {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("kernelbox agent exited before it was ready: {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kernelbox agent was not ready within 120 s");
+            }
+        };
+        Agent {
+            url,
+            workdir: workdir.to_path_buf(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SIGTERM first so the agent shuts its kernels down, then make sure.
+        unsafe_sigterm(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// A fresh directory under the system temp dir, unique per call.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kernelbox-test-{tag}-{}-{}",
+        std::process::id(),
+        uuid_like()
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
