@@ -109,6 +109,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // On SIGTERM the kernels go first, which ends running executions with an error line, so
     // the graceful stop does not wait on streams that could run forever.
     let stopping = state.clone();
+    // Small NDJSON lines must not sit in Nagle's buffer waiting for a delayed ACK (40 ms a line).
+    let listener = {
+        use axum::serve::ListenerExt;
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

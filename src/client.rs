@@ -39,13 +39,16 @@ pub struct RunOptions {
     pub timeout: Option<f64>,
 }
 
+/// A callback for one kind of event.
+pub type Callback<'a, T> = Option<Box<dyn FnMut(&T) + Send + 'a>>;
+
 /// Callbacks for the events of one execution, as the SDKs' `on_stdout` and friends.
 #[derive(Default)]
 pub struct Callbacks<'a> {
-    pub on_stdout: Option<Box<dyn FnMut(&str) + Send + 'a>>,
-    pub on_stderr: Option<Box<dyn FnMut(&str) + Send + 'a>>,
-    pub on_result: Option<Box<dyn FnMut(&ExecutionResult) + Send + 'a>>,
-    pub on_error: Option<Box<dyn FnMut(&ExecutionError) + Send + 'a>>,
+    pub on_stdout: Callback<'a, str>,
+    pub on_stderr: Callback<'a, str>,
+    pub on_result: Callback<'a, ExecutionResult>,
+    pub on_error: Callback<'a, ExecutionError>,
 }
 
 impl Callbacks<'_> {
@@ -175,9 +178,9 @@ impl Client {
                     ))
                 }
             };
-            execution.apply(&event);
             callbacks.call(&event);
             on_event(&event);
+            execution.apply(event);
             Ok(())
         };
         while let Some(chunk) = stream.next().await {

@@ -1,1 +1,330 @@
-fn main() {}
+//! `kernelbox-bench`: the code interpreter's performance, printed as a table (see BENCHMARKS.md).
+//!
+//! Starts a real `kernelbox agent` with one Python context, then drives that *same* ipykernel
+//! three ways, interleaved in rounds so drift and noise hit all three alike:
+//! kernelbox over HTTP, a bare zmq.rs client (kernelbox's own `jupyter` layer, no HTTP), and
+//! Python's `jupyter_client`. Then a 50 MB print end to end, executions per second across four
+//! contexts, and the agent's memory (idle RSS and peak RSS during the big print).
+//!
+//! Usage: kernelbox-bench [--rounds N] [--per-round N] [--agent PATH]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kernelbox::client::{Client, RunOptions};
+use kernelbox::jupyter::connection::ConnectionInfo;
+use kernelbox::jupyter::{Channel, KernelConnection};
+
+const JUPYTER_CLIENT: &str = r#"
+import sys, time
+from jupyter_client import BlockingKernelClient
+c = BlockingKernelClient(connection_file=sys.argv[1])
+c.load_connection_file()
+c.start_channels()
+c.wait_for_ready(timeout=60)
+print("ready", flush=True)
+for line in sys.stdin:
+    out = []
+    for _ in range(int(line)):
+        t = time.perf_counter()
+        mid = c.execute("1+1", stop_on_error=False)
+        idle = reply = False
+        while not idle:
+            m = c.get_iopub_msg(timeout=60)
+            if m["parent_header"].get("msg_id") == mid and m["msg_type"] == "status" \
+                    and m["content"]["execution_state"] == "idle":
+                idle = True
+        while not reply:
+            m = c.get_shell_msg(timeout=60)
+            reply = m["parent_header"].get("msg_id") == mid
+        out.append((time.perf_counter() - t) * 1000)
+    print(" ".join(f"{x:.4f}" for x in out), flush=True)
+"#;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let mut rounds = 20usize;
+    let mut per_round = 10usize;
+    let mut agent_bin = std::env::current_exe()?.with_file_name("kernelbox");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or("missing value")?;
+        match a.as_str() {
+            "--rounds" => rounds = v.parse()?,
+            "--per-round" => per_round = v.parse()?,
+            "--agent" => agent_bin = PathBuf::from(v),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(agent_bin, rounds, per_round))
+}
+
+struct AgentProc {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn bare_execute(conn: &KernelConnection) -> Result<f64, BoxError> {
+    let t = Instant::now();
+    let mut sub = conn.execute("1+1", false).await?;
+    let (mut idle, mut reply) = (false, false);
+    while !(idle && reply) {
+        let m = sub.recv().await.ok_or("connection closed")?;
+        match (m.channel, m.msg.msg_type()) {
+            (Channel::Shell, "execute_reply") => reply = true,
+            (Channel::IoPub, "status") if m.msg.content_str("execution_state") == "idle" => {
+                idle = true
+            }
+            _ => {}
+        }
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), BoxError> {
+    let home = kernelbox::config::home();
+    let workdir = std::env::temp_dir().join(format!("kernelbox-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    let mut child = Command::new(&agent_bin)
+        .args(["agent", "--addr", "127.0.0.1", "--port", "0"])
+        .arg("--workdir")
+        .arg(&workdir)
+        .args(["--default-languages", "python"])
+        .env("RUST_LOG", "kernelbox=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .ok_or("agent did not start")?
+        .trim()
+        .to_string();
+    let agent = AgentProc { child, url };
+    let agent_pid = agent.child.id();
+    let client = Client::new(agent.url.clone());
+    let ctx = client.list_contexts().await?.remove(0).id;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kb(agent_pid, "VmRSS:");
+
+    // The agent's one kernel: its connection file is the only one in the agent's run folder.
+    let run_dir = home.join("run").join(format!("agent-{agent_pid}"));
+    let conn_file = std::fs::read_dir(&run_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .ok_or("no connection file")?;
+    let info: ConnectionInfo = serde_json::from_slice(&std::fs::read(&conn_file)?)?;
+    let bare = KernelConnection::connect(&info).await?;
+    bare.handshake(Duration::from_secs(30)).await?;
+
+    let python = home.join("python/bin/python");
+    let mut py = Command::new(&python)
+        .args(["-c", JUPYTER_CLIENT])
+        .arg(&conn_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut py_in = py.stdin.take().ok_or("no stdin")?;
+    let mut py_out = BufReader::new(py.stdout.take().ok_or("no stdout")?);
+    let mut ready = String::new();
+    py_out.read_line(&mut ready)?;
+    if ready.trim() != "ready" {
+        return Err("jupyter_client did not start".into());
+    }
+
+    // Warm up all three paths.
+    for _ in 0..20 {
+        client
+            .run_code(
+                "1+1",
+                &RunOptions {
+                    context_id: Some(ctx.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        bare_execute(&bare).await?;
+    }
+    writeln!(py_in, "20")?;
+    py_out.read_line(&mut String::new())?;
+
+    let opts = RunOptions {
+        context_id: Some(ctx.clone()),
+        ..Default::default()
+    };
+    let (mut http, mut zmq, mut jc) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for _ in 0..per_round {
+            let t = Instant::now();
+            let e = client.run_code("1+1", &opts).await?;
+            http.push(t.elapsed().as_secs_f64() * 1000.0);
+            if e.text() != Some("2") {
+                return Err(format!("unexpected result {e:?}").into());
+            }
+        }
+        for _ in 0..per_round {
+            zmq.push(bare_execute(&bare).await?);
+        }
+        writeln!(py_in, "{per_round}")?;
+        let mut l = String::new();
+        py_out.read_line(&mut l)?;
+        for x in l.split_whitespace() {
+            jc.push(x.parse::<f64>()?);
+        }
+    }
+    drop(py_in);
+    let _ = py.wait();
+
+    // 50 MB print, end to end, with the agent's peak RSS reset first (clear_refs 5).
+    let _ = std::fs::write(format!("/proc/{agent_pid}/clear_refs"), "5");
+    let before_hwm = rss_kb(agent_pid, "VmHWM:");
+    let t = Instant::now();
+    let big = client.run_code("print('x' * 50_000_000)", &opts).await?;
+    let big_secs = t.elapsed().as_secs_f64();
+    let peak_rss = rss_kb(agent_pid, "VmHWM:");
+    let got: usize = big.logs.stdout.iter().map(String::len).sum();
+    if got != 50_000_001 {
+        return Err(format!("50 MB print returned {got} bytes").into());
+    }
+    drop(big);
+
+    // Executions per second across four contexts, each running back to back.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(client.create_context(Some("python"), None).await?.id);
+    }
+    let per_ctx = 100;
+    let t = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let client = client.clone();
+            let opts = RunOptions {
+                context_id: Some(id.clone()),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                for _ in 0..per_ctx {
+                    client.run_code("1+1", &opts).await?;
+                }
+                Ok::<_, kernelbox::client::ClientError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let eps = (4 * per_ctx) as f64 / t.elapsed().as_secs_f64();
+
+    for v in [&mut http, &mut zmq, &mut jc] {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    let (h50, z50, j50) = (
+        percentile(&http, 0.5),
+        percentile(&zmq, 0.5),
+        percentile(&jc, 0.5),
+    );
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "kernelbox-bench: {} cores ({cpus}), {rounds} rounds x {per_round} per client, interleaved",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!();
+    println!("| run_code(\"1+1\") on one ipykernel | n | p50 ms | p99 ms | mean ms |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in [
+        ("kernelbox over HTTP", &http),
+        ("bare zmq.rs client", &zmq),
+        ("Python jupyter_client", &jc),
+    ] {
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            v.iter().sum::<f64>() / v.len() as f64
+        );
+    }
+    println!();
+    let mb = 50.0;
+    let check = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("| measure | value | target | |");
+    println!("|---|---|---|---|");
+    println!(
+        "| p50 kernelbox / bare zmq.rs | {:.3} | <= 1.10 | {} |",
+        h50 / z50,
+        check(h50 / z50 <= 1.10)
+    );
+    println!(
+        "| p50 kernelbox / jupyter_client | {:.3} | <= 1.00 | {} |",
+        h50 / j50,
+        check(h50 / j50 <= 1.0)
+    );
+    println!(
+        "| print(\"x\"*50_000_000) end to end | {big_secs:.2} s, {:.0} MB/s | >= 100 MB/s | {} |",
+        mb / big_secs,
+        check(mb / big_secs >= 100.0)
+    );
+    println!(
+        "| peak agent RSS during the 50 MB print | {:.0} MB (idle before: {:.0} MB) | <= 150 MB | {} |",
+        peak_rss as f64 / 1024.0,
+        before_hwm as f64 / 1024.0,
+        check(peak_rss as f64 / 1024.0 <= 150.0)
+    );
+    println!(
+        "| idle agent RSS (agent process alone) | {:.1} MB | < 30 MB | {} |",
+        idle_rss as f64 / 1024.0,
+        check((idle_rss as f64 / 1024.0) < 30.0)
+    );
+    println!("| executions/s across 4 contexts | {eps:.0} | | |");
+    let _ = std::fs::remove_dir_all(&workdir);
+    Ok(())
+}

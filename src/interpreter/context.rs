@@ -410,14 +410,20 @@ async fn run_stream(
                     if !error_sent { emit!(Event::Error(reason.error())); }
                     return Outcome { client_present: client, kernel_alive: false, needs_restart: false };
                 };
-                let msg = &incoming.msg;
-                match (incoming.channel, msg.msg_type()) {
+                let mut incoming = incoming;
+                let channel = incoming.channel;
+                let msg = &mut incoming.msg;
+                match (channel, msg.msg_type()) {
                     (Channel::IoPub, "execute_input") => {
                         let n = msg.content.get("execution_count").and_then(Value::as_i64).unwrap_or(0);
                         emit!(Event::NumberOfExecutions { execution_count: n });
                     }
                     (Channel::IoPub, "stream") => {
-                        let text = msg.content.get("text").and_then(Value::as_str).unwrap_or("").to_string();
+                        // Moved, not copied: a single stream message can be tens of megabytes.
+                        let text = match msg.content.get_mut("text").map(Value::take) {
+                            Some(Value::String(s)) => s,
+                            _ => String::new(),
+                        };
                         let timestamp = wire::timestamp_from_kernel(msg.date());
                         let ev = if msg.content_str("name") == "stderr" {
                             Event::Stderr { text, timestamp }
@@ -428,13 +434,11 @@ async fn run_stream(
                     }
                     (Channel::IoPub, kind @ ("display_data" | "execute_result")) => {
                         let data = msg.content.get("data").cloned().unwrap_or(Value::Null);
-                        emit!(Event::Result(ExecutionResult::from_bundle(&data, kind == "execute_result")));
+                        emit!(Event::Result(Box::new(ExecutionResult::from_bundle(&data, kind == "execute_result"))));
                     }
-                    (Channel::IoPub, "error") => {
-                        if !error_sent && interrupted != Interrupted::Timeout {
-                            error_sent = true;
-                            emit!(Event::Error(kernel_error(&msg.content)));
-                        }
+                    (Channel::IoPub, "error") if !error_sent && interrupted != Interrupted::Timeout => {
+                        error_sent = true;
+                        emit!(Event::Error(kernel_error(&msg.content)));
                     }
                     (Channel::IoPub, "status") => match msg.content_str("execution_state") {
                         "idle" => idle = true,
@@ -451,11 +455,9 @@ async fn run_stream(
                     (Channel::Shell, "execute_reply") => {
                         replied = true;
                         match msg.content_str("status") {
-                            "error" => {
-                                if !error_sent && interrupted != Interrupted::Timeout {
-                                    error_sent = true;
-                                    emit!(Event::Error(kernel_error(&msg.content)));
-                                }
+                            "error" if !error_sent && interrupted != Interrupted::Timeout => {
+                                error_sent = true;
+                                emit!(Event::Error(kernel_error(&msg.content)));
                             }
                             "abort" | "aborted" => {
                                 if !error_sent {

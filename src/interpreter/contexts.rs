@@ -128,12 +128,16 @@ impl Contexts {
                 "java",
             )));
         }
-        KernelSpec::load(&self.defaults.kernels_dir, kernel_for(language)).map_err(|e| match e {
+        let kernel = kernel_for(language);
+        KernelSpec::load(&self.defaults.kernels_dir, kernel).map_err(|e| match e {
             KernelSpecError::NotFound { .. } => ApiError::CreateContext(json_message(
-                &format!("The '{language}' kernel is not available. {e}"),
+                &format!(
+                    "The '{language}' kernel is not available: there is no kernelspec named \
+                     '{kernel}' (`kernelbox setup` installs python3, javascript, bash and r)."
+                ),
                 language,
             )),
-            other => ApiError::CreateContext(json_message(&other.to_string(), language)),
+            other => ApiError::CreateContext(other.to_string()),
         })
     }
 

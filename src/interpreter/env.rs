@@ -82,7 +82,7 @@ pub fn set_code(syntax: Syntax, vars: &[(String, String)]) -> Option<String> {
         }
         Syntax::R => {
             let mut code = format!(
-                ".kernelbox_env <- Sys.getenv(c({}), unset = NA)\n",
+                ".kernelbox_env <- Sys.getenv(c({}), unset = NA, names = TRUE)\n",
                 keys(&dq).join(", ")
             );
             let sets: Vec<String> = vars

@@ -160,7 +160,7 @@ pub enum Event {
         #[serde(default)]
         timestamp: String,
     },
-    Result(ExecutionResult),
+    Result(Box<ExecutionResult>),
     Error(ExecutionError),
     Keepalive,
     EndOfExecution,
@@ -219,15 +219,15 @@ pub struct Execution {
 
 impl Execution {
     /// Folds one event in.
-    pub fn apply(&mut self, event: &Event) {
+    pub fn apply(&mut self, event: Event) {
         match event {
             Event::NumberOfExecutions { execution_count } => {
-                self.execution_count = Some(*execution_count)
+                self.execution_count = Some(execution_count)
             }
-            Event::Stdout { text, .. } => self.logs.stdout.push(text.clone()),
-            Event::Stderr { text, .. } => self.logs.stderr.push(text.clone()),
-            Event::Result(r) => self.results.push(r.clone()),
-            Event::Error(e) => self.error = Some(e.clone()),
+            Event::Stdout { text, .. } => self.logs.stdout.push(text),
+            Event::Stderr { text, .. } => self.logs.stderr.push(text),
+            Event::Result(r) => self.results.push(*r),
+            Event::Error(e) => self.error = Some(e),
             Event::Keepalive | Event::EndOfExecution => {}
         }
     }
@@ -252,7 +252,7 @@ mod tests {
             &json!({"text/plain": "'hi'", "application/x-custom": "zz", "text/html": "<b>"}),
             true,
         );
-        let line = String::from_utf8(Event::Result(r).to_line()).unwrap();
+        let line = String::from_utf8(Event::Result(Box::new(r)).to_line()).unwrap();
         assert_eq!(
             line,
             "{\"type\": \"result\", \"text\": \"hi\", \"html\": \"<b>\", \"extra\": {\"application/x-custom\": \"zz\"}, \"is_main_result\": true}\n"

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ pub enum ConnectionError {
 }
 
 /// The contents of a Jupyter connection file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectionInfo {
     pub transport: String,
     pub ip: String,
@@ -197,6 +197,9 @@ impl KernelConnection {
         let mut iopub = {
             let mut opts = SocketOptions::default();
             opts.connect_timeout(timeout);
+            // Output can arrive as one frame of tens of megabytes; larger reads cut the number of
+            // syscalls and buffer copies for it (the buffer shrinks again after short reads).
+            opts.read_buffer(128, 4 << 20, 2);
             SubSocket::with_options(opts)
         };
         iopub

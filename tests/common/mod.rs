@@ -24,14 +24,22 @@ impl Agent {
     }
 
     pub fn start_in(workdir: &std::path::Path, extra: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kernelbox"))
-            .args(["agent", "--addr", "127.0.0.1", "--port", "0", "--workdir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox"));
+        cmd.args(["agent", "--addr", "127.0.0.1", "--port", "0", "--workdir"])
             .arg(workdir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn kernelbox agent");
+            .stderr(Stdio::inherit());
+        // SAFETY: prctl is async-signal-safe. The agent gets SIGTERM when the thread that
+        // started it exits, so a test binary never leaves agents (or their kernels) behind.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn kernelbox agent");
         let stdout = child.stdout.take().expect("agent stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -92,6 +100,24 @@ fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// One agent shared by all tests of a test binary, started on a thread that lives as long as
+/// the process (the agent's death signal is tied to the starting thread). Tests that need state
+/// create their own contexts on it.
+pub fn shared_agent() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let agent = Agent::start(&["--env", "KERNELBOX_SANDBOX_VAR=sandbox-value"]);
+            let _ = tx.send(agent.url.clone());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("shared agent started")
+    })
 }
 
 /// A fresh directory under the system temp dir, unique per call.
