@@ -109,13 +109,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // On SIGTERM the kernels go first, which ends running executions with an error line, so
     // the graceful stop does not wait on streams that could run forever.
     let stopping = state.clone();
-    // Small NDJSON lines must not sit in Nagle's buffer waiting for a delayed ACK (40 ms a line).
-    let listener = {
-        use axum::serve::ListenerExt;
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    };
+    let listener = NoDelay(listener);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -124,6 +118,36 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
     served.map_err(AgentError::Serve)
+}
+
+/// Accepts with `TCP_NODELAY`: small NDJSON lines must not sit in Nagle's buffer waiting for a
+/// delayed ACK (40 ms a line). The plain `TcpStream` keeps vectored writes, so hyper queues large
+/// chunks instead of copying them into its own buffer.
+struct NoDelay(tokio::net::TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, addr);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// The full HTTP app: port dispatch, CORS and the interpreter routes.

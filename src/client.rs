@@ -168,10 +168,10 @@ impl Client {
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
-            let event: Event = match serde_json::from_slice(line) {
-                Ok(e) => e,
+            let event = match Event::from_line(line) {
+                Ok(Some(e)) => e,
                 // Event types we do not know are ignored, as the SDKs do.
-                Err(_) if serde_json::from_slice::<Value>(line).is_ok() => return Ok(()),
+                Ok(None) => return Ok(()),
                 Err(_) => {
                     return Err(ClientError::BadLine(
                         String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned(),

@@ -214,18 +214,25 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
     drop(py_in);
     let _ = py.wait();
 
-    // 50 MB print, end to end, with the agent's peak RSS reset first (clear_refs 5).
-    let _ = std::fs::write(format!("/proc/{agent_pid}/clear_refs"), "5");
-    let before_hwm = rss_kb(agent_pid, "VmHWM:");
-    let t = Instant::now();
-    let big = client.run_code("print('x' * 50_000_000)", &opts).await?;
-    let big_secs = t.elapsed().as_secs_f64();
-    let peak_rss = rss_kb(agent_pid, "VmHWM:");
-    let got: usize = big.logs.stdout.iter().map(String::len).sum();
-    if got != 50_000_001 {
-        return Err(format!("50 MB print returned {got} bytes").into());
+    // 50 MB print, end to end, three times (median reported), with the agent's peak RSS reset
+    // first (clear_refs 5) and read after each run (the maximum is reported).
+    let mut big_times = Vec::new();
+    let mut peak_rss = 0;
+    let mut before_hwm = 0;
+    for _ in 0..3 {
+        let _ = std::fs::write(format!("/proc/{agent_pid}/clear_refs"), "5");
+        before_hwm = before_hwm.max(rss_kb(agent_pid, "VmHWM:"));
+        let t = Instant::now();
+        let big = client.run_code("print('x' * 50_000_000)", &opts).await?;
+        big_times.push(t.elapsed().as_secs_f64());
+        peak_rss = peak_rss.max(rss_kb(agent_pid, "VmHWM:"));
+        let got: usize = big.logs.stdout.iter().map(String::len).sum();
+        if got != 50_000_001 {
+            return Err(format!("50 MB print returned {got} bytes").into());
+        }
     }
-    drop(big);
+    big_times.sort_by(|a, b| a.total_cmp(b));
+    let big_secs = big_times[1];
 
     // Executions per second across four contexts, each running back to back.
     let mut ids = Vec::new();
@@ -309,7 +316,7 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
         check(h50 / j50 <= 1.0)
     );
     println!(
-        "| print(\"x\"*50_000_000) end to end | {big_secs:.2} s, {:.0} MB/s | >= 100 MB/s | {} |",
+        "| print(\"x\"*50_000_000) end to end (median of 3) | {big_secs:.2} s, {:.0} MB/s | >= 100 MB/s | {} |",
         mb / big_secs,
         check(mb / big_secs >= 100.0)
     );

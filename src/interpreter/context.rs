@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Mutex, RwLock};
 use tracing::Instrument;
 
 use super::env::{self, Syntax};
-use super::execution::{Event, ExecutionError, ExecutionResult};
+use super::execution::{stream_line, Event, ExecutionError, ExecutionResult};
 use crate::jupyter::{wire, Channel, Kernel, KernelError, KernelSpec, LaunchOptions};
 
 /// How long an interrupted cell may take to go idle before the kernel is restarted instead.
@@ -70,7 +70,11 @@ impl EventSink {
 
     /// Sends one event; `false` once the client is gone.
     async fn send(&self, event: &Event) -> bool {
-        self.tx.send(Bytes::from(event.to_line())).await.is_ok()
+        self.send_line(event.to_line()).await
+    }
+
+    async fn send_line(&self, line: Vec<u8>) -> bool {
+        self.tx.send(Bytes::from(line)).await.is_ok()
     }
 
     async fn closed(&self) {
@@ -410,27 +414,23 @@ async fn run_stream(
                     if !error_sent { emit!(Event::Error(reason.error())); }
                     return Outcome { client_present: client, kernel_alive: false, needs_restart: false };
                 };
-                let mut incoming = incoming;
-                let channel = incoming.channel;
-                let msg = &mut incoming.msg;
-                match (channel, msg.msg_type()) {
+                let msg = &incoming.msg;
+                match (incoming.channel, msg.msg_type()) {
                     (Channel::IoPub, "execute_input") => {
                         let n = msg.content.get("execution_count").and_then(Value::as_i64).unwrap_or(0);
                         emit!(Event::NumberOfExecutions { execution_count: n });
                     }
                     (Channel::IoPub, "stream") => {
-                        // Moved, not copied: a single stream message can be tens of megabytes.
-                        let text = match msg.content.get_mut("text").map(Value::take) {
-                            Some(Value::String(s)) => s,
-                            _ => String::new(),
-                        };
+                        let kind = if msg.content_str("name") == "stderr" { "stderr" } else { "stdout" };
                         let timestamp = wire::timestamp_from_kernel(msg.date());
-                        let ev = if msg.content_str("name") == "stderr" {
-                            Event::Stderr { text, timestamp }
-                        } else {
-                            Event::Stdout { text, timestamp }
-                        };
-                        emit!(ev);
+                        let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
+                        if client {
+                            if sink.send_line(line).await {
+                                last_write = tokio::time::Instant::now();
+                            } else {
+                                client = false;
+                            }
+                        }
                     }
                     (Channel::IoPub, kind @ ("display_data" | "execute_result")) => {
                         let data = msg.content.get("data").cloned().unwrap_or(Value::Null);

@@ -166,6 +166,21 @@ pub enum Event {
     EndOfExecution,
 }
 
+/// The wire line of a `stdout`/`stderr` event. `text_json` is the text as a JSON string literal,
+/// re-encoded without unescaping: output can be tens of megabytes and is never copied into an
+/// [`Event`] or a `Value` on the server.
+pub fn stream_line(kind: &str, text_json: &str, timestamp: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text_json.len() + 96);
+    out.extend_from_slice(b"{\"type\": \"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\", \"text\": ");
+    ndjson::write_raw_json_str(&mut out, text_json);
+    out.extend_from_slice(b", \"timestamp\": ");
+    ndjson::write_str(&mut out, timestamp);
+    out.extend_from_slice(b"}\n");
+    out
+}
+
 impl Event {
     /// The wire line, newline included, written like Python's `json.dumps`.
     pub fn to_line(&self) -> Vec<u8> {
@@ -174,10 +189,10 @@ impl Event {
             // Written by hand: output can be tens of megabytes and must not be copied into a
             // `Value` first.
             Event::Stdout { text, timestamp } | Event::Stderr { text, timestamp } => {
-                let kind: &[u8] = if matches!(self, Event::Stdout { .. }) {
-                    b"stdout"
+                let kind = if matches!(self, Event::Stdout { .. }) {
+                    b"stdout".as_slice()
                 } else {
-                    b"stderr"
+                    b"stderr".as_slice()
                 };
                 out.reserve(text.len() + 96);
                 out.extend_from_slice(b"{\"type\": \"");
@@ -197,6 +212,42 @@ impl Event {
         }
         out.push(b'\n');
         out
+    }
+}
+
+impl Event {
+    /// Parses one wire line. Unknown event types are `Ok(None)` (the SDKs ignore them).
+    ///
+    /// Goes through one `Value` and moves strings out of it: serde's internally tagged enums
+    /// buffer every field first, which copies a 50 MB stdout line twice.
+    pub fn from_line(line: &[u8]) -> Result<Option<Event>, serde_json::Error> {
+        let mut v: Value = serde_json::from_slice(line)?;
+        let mut take_str = |key: &str| match v.get_mut(key).map(Value::take) {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let kind = take_str("type");
+        Ok(Some(match kind.as_str() {
+            "stdout" => Event::Stdout {
+                text: take_str("text"),
+                timestamp: take_str("timestamp"),
+            },
+            "stderr" => Event::Stderr {
+                text: take_str("text"),
+                timestamp: take_str("timestamp"),
+            },
+            "number_of_executions" => Event::NumberOfExecutions {
+                execution_count: v
+                    .get("execution_count")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default(),
+            },
+            "result" => Event::Result(Box::new(serde_json::from_value(v)?)),
+            "error" => Event::Error(serde_json::from_value(v)?),
+            "keepalive" => Event::Keepalive,
+            "end_of_execution" => Event::EndOfExecution,
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -277,6 +328,7 @@ mod tests {
             assert!(line.is_ascii());
             let back: Event = serde_json::from_slice(&line).unwrap();
             assert_eq!(back, ev);
+            assert_eq!(Event::from_line(&line).unwrap(), Some(ev));
         }
         assert_eq!(
             ExecutionError::timeout(3.0).value,

@@ -68,6 +68,72 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends a JSON string literal that is already valid JSON (`raw`, quotes included, as a kernel
+/// sent it) re-encoded the Python way, without unescaping it first: escapes are kept (normalised
+/// as `json.dumps` writes them) and raw non-ASCII characters become `\uXXXX`. This is how a 50 MB
+/// print reaches the HTTP body with no copy between the kernel's frame and the line.
+pub fn write_raw_json_str(out: &mut Vec<u8>, raw: &str) {
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    let bytes = inner.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'\\' && b < 0x80 {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if b == b'\\' {
+            match bytes.get(i + 1) {
+                Some(b'u') => {
+                    let unit = inner
+                        .get(i + 2..i + 6)
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())
+                        .unwrap_or(0xfffd);
+                    match u8::try_from(unit) {
+                        Ok(c) if c < 0x80 => write_ascii(out, c),
+                        _ => push_u(out, unit),
+                    }
+                    i += 6;
+                }
+                Some(b'/') => {
+                    out.push(b'/');
+                    i += 2;
+                }
+                Some(&c) => {
+                    out.push(b'\\');
+                    out.push(c);
+                    i += 2;
+                }
+                None => i += 1,
+            }
+        } else if let Some(c) = inner[i..].chars().next() {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                push_u(out, *unit);
+            }
+            i += c.len_utf8();
+        }
+        start = i.min(bytes.len());
+    }
+    out.extend_from_slice(&bytes[start.min(bytes.len())..]);
+    out.push(b'"');
+}
+
+/// One ASCII character as `json.dumps` writes it.
+fn write_ascii(out: &mut Vec<u8>, c: u8) {
+    if (0x20..=0x7f).contains(&c) && c != b'"' && c != b'\\' {
+        out.push(c);
+    } else {
+        escape_ascii(out, c);
+    }
+}
+
 fn escape_ascii(out: &mut Vec<u8>, b: u8) {
     match b {
         b'"' => out.extend_from_slice(b"\\\""),
@@ -109,5 +175,29 @@ mod tests {
         assert_eq!(dumps(&json!("a\"b\\c\u{1}\t")), r#""a\"b\\c\u0001\t""#);
         assert_eq!(dumps(&json!("ok é x\"")), r#""ok \u00e9 x\"""#);
         assert_eq!(dumps(&json!({})), "{}");
+    }
+
+    #[test]
+    fn raw_json_strings_reencode_like_dumps() {
+        for text in ["plain", "a\nb\t\"q\" \\ /", "\u{e9}\u{1F600}\u{1}\u{8}", ""] {
+            let mut expected = Vec::new();
+            write_str(&mut expected, text);
+            for raw in [
+                serde_json::to_string(text).unwrap(),
+                // Kernels may escape differently: \/, upper-case hex, \u for ASCII.
+                serde_json::to_string(text).unwrap().replace('/', "\\/"),
+            ] {
+                let mut got = Vec::new();
+                write_raw_json_str(&mut got, &raw);
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    String::from_utf8(expected.clone()).unwrap(),
+                    "{raw}"
+                );
+            }
+        }
+        let mut got = Vec::new();
+        write_raw_json_str(&mut got, r#""\u00E9\u0041\u000a""#);
+        assert_eq!(String::from_utf8(got).unwrap(), r#""\u00e9A\n""#);
     }
 }

@@ -5,6 +5,8 @@
 //! `serde_json::Value`, read through lenient accessors, because real kernels leave out fields,
 //! send odd dates and invent status values (jupyter-kernels.md §6).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Map, Value};
@@ -33,6 +35,10 @@ pub enum WireError {
 
 /// One Jupyter message. The four dictionaries are kept as JSON values; `buffers` are the raw frames
 /// after `content` (unsigned, used only by comms).
+///
+/// `stream` messages are the exception: their `content` holds only `name`, and the text stays in
+/// `raw_content` until [`Message::stream_text`] borrows it. One print can be tens of megabytes, and
+/// this way it is never copied into a `Value` on its way to the HTTP body.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub header: Value,
@@ -40,6 +46,8 @@ pub struct Message {
     pub metadata: Value,
     pub content: Value,
     pub buffers: Vec<Bytes>,
+    /// The content frame as received (empty for messages built here).
+    pub raw_content: Bytes,
 }
 
 impl Message {
@@ -58,6 +66,7 @@ impl Message {
             metadata: json!({}),
             content,
             buffers: Vec::new(),
+            raw_content: Bytes::new(),
         }
     }
 
@@ -80,6 +89,23 @@ impl Message {
     /// The header date as sent, if any (ijavascript sends none).
     pub fn date(&self) -> Option<&str> {
         self.header.get("date").and_then(Value::as_str)
+    }
+
+    /// The `text` of a received `stream` message as the JSON literal the kernel sent (quotes and
+    /// escapes included), borrowed from the frame.
+    pub fn stream_text_json(&self) -> Cow<'_, str> {
+        #[derive(serde::Deserialize)]
+        struct Text<'a> {
+            #[serde(borrow, default)]
+            text: Option<&'a serde_json::value::RawValue>,
+        }
+        if self.raw_content.is_empty() {
+            return Cow::Owned(Value::String(self.content_str("text").to_string()).to_string());
+        }
+        match serde_json::from_slice::<Text<'_>>(&self.raw_content) {
+            Ok(Text { text: Some(raw) }) if raw.get().starts_with('"') => Cow::Borrowed(raw.get()),
+            _ => Cow::Borrowed("\"\""),
+        }
     }
 
     /// A string field of `content`, `""` when missing or not a string.
@@ -184,12 +210,29 @@ pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError>
         }
         serde_json::from_slice(bytes).map_err(|source| WireError::Json { part, source })
     };
+    let header = parse("header", &rest[1])?;
+    let content = if header.get("msg_type").and_then(Value::as_str) == Some("stream") {
+        // Only the stream's name; the text is read from `raw_content` (see `Message`).
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            name: String,
+        }
+        let head: Head = serde_json::from_slice(&rest[4]).map_err(|source| WireError::Json {
+            part: "content",
+            source,
+        })?;
+        json!({ "name": head.name })
+    } else {
+        parse("content", &rest[4])?
+    };
     Ok(Message {
-        header: parse("header", &rest[1])?,
+        header,
         parent_header: parse("parent_header", &rest[2])?,
         metadata: parse("metadata", &rest[3])?,
-        content: parse("content", &rest[4])?,
+        content,
         buffers: rest[5..].to_vec(),
+        raw_content: rest[4].clone(),
     })
 }
 
@@ -336,6 +379,10 @@ mod tests {
         assert_eq!(back.msg_type(), "execute_request");
         assert_eq!(back.content["code"], "1+1");
         assert_eq!(back.buffers.len(), 1);
+        let stream = Message::request("s", "stream", json!({"name": "stdout", "text": "a\"b"}));
+        let back = decode(encode(&stream, &signer, &[]), &signer).expect("decodes");
+        assert_eq!(back.content_str("name"), "stdout");
+        assert_eq!(back.stream_text_json(), r#""a\"b""#);
         assert!(matches!(
             decode(frames, &Signer::new(b"other")),
             Err(WireError::BadSignature)
