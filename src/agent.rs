@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub addr: std::net::IpAddr,
     pub port: u16,
     pub home: PathBuf,
+    /// Where kernelspecs are read from (`$KERNELBOX_HOME/kernels` unless set).
+    pub kernels_dir: Option<PathBuf>,
     pub workdir: PathBuf,
     pub env: Vec<(String, String)>,
     /// Languages whose contexts exist from start-up.
@@ -64,7 +66,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     })?;
     let contexts = Contexts::new(ContextDefaults {
         home: config.home.clone(),
-        kernels_dir: config.home.join("kernels"),
+        kernels_dir: config
+            .kernels_dir
+            .clone()
+            .unwrap_or_else(|| config.home.join("kernels")),
         runtime_dir: runtime_dir.clone(),
         workdir: config.workdir.clone(),
         env: config.env.clone(),

@@ -21,8 +21,10 @@ Usage:
         --workdir DIR          default cwd of contexts (default /home/user if it exists,
                                else $KERNELBOX_HOME/workspace)
         --env KEY=VALUE        sandbox-level environment variable (repeatable)
+        --kernels-dir DIR      kernelspecs to use (default $KERNELBOX_HOME/kernels)
         --default-languages L  comma-separated contexts started up front (default python,javascript)
         --keepalive-secs N     silence before a keepalive line (default 5)
+      KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default: one per core).
   kernelbox --version
 ";
 
@@ -74,6 +76,7 @@ fn agent(args: &[String]) -> ExitCode {
         port: INTERPRETER_PORT,
         workdir: config::default_workdir(&home),
         home,
+        kernels_dir: None,
         env: Vec::new(),
         default_languages: vec!["python".into(), "javascript".into()],
         keepalive: Duration::from_secs(5),
@@ -93,6 +96,7 @@ fn agent(args: &[String]) -> ExitCode {
                 Err(_) => return fail(&format!("--port: '{value}' is not a port")),
             },
             "--workdir" => cfg.workdir = PathBuf::from(value),
+            "--kernels-dir" => cfg.kernels_dir = Some(PathBuf::from(value)),
             "--env" => match value.split_once('=') {
                 Some((k, v)) if kernelbox::interpreter::env::valid_key(k) => {
                     cfg.env.push((k.to_string(), v.to_string()))
@@ -131,6 +135,7 @@ fn agent(args: &[String]) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kernelbox=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -676,3 +676,40 @@ async fn request_errors() {
         "content-type,e2b-sandbox-id"
     );
 }
+
+/// Deno publishes `idle` before its output queue drains; the prelude and the kernelspec's output
+/// grace must keep every line and result with its own execution.
+#[tokio::test]
+async fn javascript_output_is_never_lost() {
+    let url = common::shared_agent();
+    let ctx = new_context(url, "javascript").await;
+    for n in 0..40 {
+        let code = if n % 4 == 3 {
+            format!("console.log('p-{n}'); throw new Error('e-{n}')")
+        } else {
+            format!("console.log('p-{n}');\nawait Promise.resolve({n} * 2)")
+        };
+        let out = run_in(url, &ctx, &code).await;
+        let stdout: String = out
+            .iter()
+            .filter(|l| l["type"] == "stdout")
+            .map(|l| l["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(stdout, format!("p-{n}\n"), "cell {n}: {out:?}");
+        if n % 4 == 3 {
+            let err = out.iter().find(|l| l["type"] == "error");
+            assert_eq!(
+                err.map(|e| e["value"].clone()),
+                Some(json!(format!("e-{n}"))),
+                "cell {n}: {out:?}"
+            );
+        } else {
+            let result = out.iter().find(|l| l["type"] == "result");
+            assert_eq!(
+                result.map(|r| r["text"].clone()),
+                Some(json!((n * 2).to_string())),
+                "cell {n}: {out:?}"
+            );
+        }
+    }
+}

@@ -321,7 +321,7 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
         check(mb / big_secs >= 100.0)
     );
     println!(
-        "| peak agent RSS during the 50 MB print | {:.0} MB (idle before: {:.0} MB) | <= 150 MB | {} |",
+        "| peak agent RSS during the 50 MB print | {:.0} MB (RSS before: {:.0} MB) | <= 150 MB | {} |",
         peak_rss as f64 / 1024.0,
         before_hwm as f64 / 1024.0,
         check(peak_rss as f64 / 1024.0 <= 150.0)

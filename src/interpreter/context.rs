@@ -364,6 +364,7 @@ async fn run_stream(
     let mut replied = false;
     let mut idle = false;
     let mut error_sent = false;
+    let mut reply_error: Option<ExecutionError> = None;
     let mut interrupted = Interrupted::No;
     let mut interrupt_deadline: Option<tokio::time::Instant> = None;
     let timeout_at = req
@@ -384,9 +385,18 @@ async fn run_stream(
         };
     }
 
+    let grace = kernel.spec.output_grace;
+    // After idle and the reply: how long to wait for late output (zero for most kernels).
+    let mut grace_until: Option<tokio::time::Instant> = None;
     loop {
         if replied && idle {
-            break;
+            let now = tokio::time::Instant::now();
+            match grace_until {
+                _ if grace.is_zero() => break,
+                Some(t) if now >= t => break,
+                Some(_) => {}
+                None => grace_until = Some(now + grace),
+            }
         }
         if !client && interrupted == Interrupted::No {
             tracing::info!("client disconnected during execution; interrupting the kernel");
@@ -414,6 +424,9 @@ async fn run_stream(
                     if !error_sent { emit!(Event::Error(reason.error())); }
                     return Outcome { client_present: client, kernel_alive: false, needs_restart: false };
                 };
+                if grace_until.is_some() {
+                    grace_until = Some(tokio::time::Instant::now() + grace);
+                }
                 let msg = &incoming.msg;
                 match (incoming.channel, msg.msg_type()) {
                     (Channel::IoPub, "execute_input") => {
@@ -455,9 +468,10 @@ async fn run_stream(
                     (Channel::Shell, "execute_reply") => {
                         replied = true;
                         match msg.content_str("status") {
+                            // Held until idle: the reply overtakes iopub (it is another
+                            // socket), and an iopub `error` for the same cell says more.
                             "error" if !error_sent && interrupted != Interrupted::Timeout => {
-                                error_sent = true;
-                                emit!(Event::Error(kernel_error(&msg.content)));
+                                reply_error = Some(kernel_error(&msg.content));
                             }
                             "abort" | "aborted" => {
                                 if !error_sent {
@@ -500,6 +514,9 @@ async fn run_stream(
                 }
                 return Outcome { client_present: client, kernel_alive: true, needs_restart: true };
             }
+            _ = tokio::time::sleep_until(grace_until.unwrap_or(far)), if grace_until.is_some() => {
+                // Quiet for the whole grace period: the loop's check ends the execution.
+            }
             _ = tokio::time::sleep_until(keepalive_at), if client => {
                 emit!(Event::Keepalive);
             }
@@ -509,6 +526,8 @@ async fn run_stream(
         emit!(Event::Error(ExecutionError::timeout(
             req.timeout.unwrap_or_default()
         )));
+    } else if let Some(e) = reply_error.filter(|_| !error_sent) {
+        emit!(Event::Error(e));
     }
     Outcome {
         client_present: client,

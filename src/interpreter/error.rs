@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            tracing::warn!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, "request rejected");
         }

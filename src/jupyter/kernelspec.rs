@@ -34,6 +34,10 @@ pub struct KernelSpec {
     pub env: Vec<(String, String)>,
     /// Code run as a silent cell after every start, from `metadata.kernelbox.startup`.
     pub startup_code: Option<String>,
+    /// How long to keep listening after `idle` for output the kernel publishes late, from
+    /// `metadata.kernelbox.output_grace_ms`. Deno's kernel sends `idle` before its output queue
+    /// has drained, and labels what drains later with whatever request is current by then.
+    pub output_grace: std::time::Duration,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +105,15 @@ impl KernelSpec {
             ),
             None => None,
         };
+        let output_grace = std::time::Duration::from_millis(
+            raw.metadata
+                .pointer("/kernelbox/output_grace_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(10_000),
+        );
         Ok(KernelSpec {
+            output_grace,
             name: name.to_string(),
             dir,
             argv: raw.argv,
