@@ -51,6 +51,30 @@ async fn run_in(url: &str, ctx: &str, code: &str) -> Vec<Value> {
     events(url, json!({"code": code, "context_id": ctx})).await
 }
 
+/// Waits until a cell has created `path`: proof that it is running, independent of output timing.
+async fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Replaces machine-specific strings (temp paths, ids) in every string of `v`, for snapshots.
+fn scrub(v: Value, replacements: &[(&str, &str)]) -> Value {
+    let mut text = v.to_string();
+    for (from, to) in replacements {
+        let from = serde_json::to_string(from).unwrap();
+        let to = serde_json::to_string(to).unwrap();
+        text = text.replace(&from[1..from.len() - 1], &to[1..to.len() - 1]);
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
 macro_rules! snap {
     ($name:expr, $value:expr) => {
         insta::assert_json_snapshot!($name, $value, {
@@ -215,10 +239,17 @@ async fn javascript_and_typescript() {
     snap!("javascript_result", strip(js));
     snap!("typescript_result", strip(ts));
     snap!("javascript_top_level_await", strip(tla));
+    let ts_err = events(
+        url,
+        json!({"code": "const o: { f?: () => void } = {};\no.f!()", "language": "ts"}),
+    )
+    .await;
     let err = strip(err);
     let error = err.iter().find(|l| l["type"] == "error").expect("an error");
     assert_eq!(error["name"], "Error");
     assert_eq!(error["value"], "boom");
+    snap!("javascript_error", err);
+    snap!("typescript_error", strip(ts_err));
 }
 
 #[tokio::test]
@@ -254,6 +285,11 @@ async fn javascript_require_from_cwd() {
         result["text"],
         dir.file_name().unwrap().to_str().unwrap(),
         "{out:?}"
+    );
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    snap!(
+        "javascript_require_from_cwd",
+        scrub(json!(out), &[(&name, "[cwd name]")])
     );
 }
 
@@ -292,6 +328,7 @@ async fn r_cells() {
 async fn env_vars_in_every_language_round_trip_and_never_leak() {
     let url = common::shared_agent();
     let tricky = "it's \"quoted\" \\ back $HOME `x` \u{e9}\nline2";
+    let mut seen = serde_json::Map::new();
     for (language, read) in [
         ("python", "import os; os.environ.get('KB_V'), os.environ.get('KERNELBOX_SANDBOX_VAR')"),
         ("javascript", "[process.env.KB_V, process.env.KERNELBOX_SANDBOX_VAR]"),
@@ -314,6 +351,10 @@ async fn env_vars_in_every_language_round_trip_and_never_leak() {
                 .collect()
         };
         let (with, without) = (shown(&with), shown(&without));
+        seen.insert(
+            language.to_string(),
+            json!({"with": with.clone(), "without": without.clone()}),
+        );
         match language {
             "bash" => {
                 // bash_kernel ends output with a newline of its own.
@@ -356,6 +397,7 @@ async fn env_vars_in_every_language_round_trip_and_never_leak() {
         exact.iter().find(|l| l["type"] == "result").unwrap()["text"],
         "True"
     );
+    snap!("env_vars_every_language", seen);
 }
 
 #[tokio::test]
@@ -413,31 +455,46 @@ async fn cwd_and_context_lifecycle() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
-    assert_eq!(
-        gone.text().await.unwrap(),
-        format!("Context {} not found", ctx.id)
+    let gone_body = gone.text().await.unwrap();
+    assert_eq!(gone_body, format!("Context {} not found", ctx.id));
+    let d = dir.to_str().unwrap();
+    snap!(
+        "cwd_and_context_lifecycle",
+        scrub(
+            json!({"created": ctx, "pwd": pwd, "after_restart": after, "after_delete": gone_body}),
+            &[(d, "[cwd]"), (&ctx.id, "[context id]")]
+        )
     );
 }
 
 #[tokio::test]
 async fn interrupt_endpoint_stops_a_busy_cell_and_keeps_state() {
     let url = common::shared_agent();
+    let dir = common::tempdir("interrupt");
+    let mut seen = serde_json::Map::new();
     for (language, setup, busy, check) in [
-        ("python", "kept = 7", "while True: pass", "kept"),
+        (
+            "python",
+            "kept = 7",
+            "open({flag:?}, 'w').close()\nwhile True: pass",
+            "kept",
+        ),
         (
             "javascript",
             "globalThis.kept = 7",
-            "while (true) {}",
+            "require('fs').writeFileSync({flag:?}, '');\nwhile (true) {}",
             "kept",
         ),
     ] {
         let ctx = new_context(url, language).await;
         run_in(url, &ctx, setup).await;
-        let body = json!({"code": busy, "context_id": ctx});
+        let flag = dir.join(language);
+        let code = busy.replace("{flag:?}", &format!("{:?}", flag.to_str().unwrap()));
+        let body = json!({"code": code, "context_id": ctx});
         let running = tokio::spawn(async move { events(url, body).await });
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        wait_for_file(&flag).await;
         Client::new(url).interrupt_context(&ctx).await.unwrap();
-        let out = tokio::time::timeout(Duration::from_secs(20), running)
+        let out = tokio::time::timeout(Duration::from_secs(30), running)
             .await
             .expect("interrupted cell ends")
             .unwrap();
@@ -453,7 +510,17 @@ async fn interrupt_endpoint_stops_a_busy_cell_and_keeps_state() {
             Some(json!("7")),
             "{language}: {state:?}"
         );
+        let errors: Vec<Value> = out
+            .into_iter()
+            .filter(|l| l["type"] == "error")
+            .map(|mut e| {
+                e["traceback"] = json!("[traceback]");
+                e
+            })
+            .collect();
+        seen.insert(language.to_string(), json!(errors));
     }
+    snap!("interrupt_errors", seen);
 }
 
 #[tokio::test]
@@ -475,20 +542,24 @@ async fn two_contexts_run_in_parallel() {
     let (ra, rb) = tokio::join!(run_in(url, &a, &code_a), run_in(url, &b, &code_b));
     assert_eq!(ra[1]["text"], "True");
     assert_eq!(rb[1]["text"], "True");
+    snap!("two_contexts_in_parallel", json!({"a": ra, "b": rb}));
 }
 
 #[tokio::test]
 async fn executions_on_one_context_are_serialised() {
     let url = common::shared_agent();
     let ctx = new_context(url, "python").await;
+    let flag = common::tempdir("serial").join("started");
     let c1 = ctx.clone();
-    let first = tokio::spawn(async move {
-        run_in(url, &c1, "import time; time.sleep(1); order = ['first']").await
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let code = format!(
+        "import time\norder = ['first']\nopen({:?}, 'w').close()\ntime.sleep(1)\norder.append('first done')",
+        flag.to_str().unwrap()
+    );
+    let first = tokio::spawn(async move { run_in(url, &c1, &code).await });
+    wait_for_file(&flag).await;
     let second = run_in(url, &ctx, "order.append('second'); order").await;
     first.await.unwrap();
-    assert_eq!(second[1]["text"], "['first', 'second']");
+    assert_eq!(second[1]["text"], "['first', 'first done', 'second']");
 }
 
 #[tokio::test]
@@ -540,6 +611,7 @@ async fn client_disconnect_interrupts_and_the_next_run_works() {
     );
     let result = next.iter().find(|l| l["type"] == "result").expect("result");
     assert_eq!(result["text"], "('yes', None)", "{next:?}");
+    snap!("after_client_disconnect", next);
 }
 
 #[tokio::test]
@@ -613,6 +685,21 @@ async fn large_stdout_streams_whole() {
         .map(|l| l["text"].as_str().unwrap().len())
         .sum();
     assert_eq!(total, 30_000_001);
+    // ipykernel may flush the print in one message or several: consecutive stdout events are
+    // folded into one entry with their total length.
+    let mut summary: Vec<Value> = Vec::new();
+    for l in &out {
+        match (l["text"].as_str(), summary.last_mut()) {
+            (Some(t), Some(last)) if l["type"] == "stdout" && last["type"] == "stdout" => {
+                last["text_len"] = json!(last["text_len"].as_u64().unwrap() + t.len() as u64);
+            }
+            (Some(t), _) if l["type"] == "stdout" => {
+                summary.push(json!({"type": "stdout", "text_len": t.len()}))
+            }
+            _ => summary.push(l.clone()),
+        }
+    }
+    snap!("large_stdout_30mb", summary);
 }
 
 #[tokio::test]
@@ -712,4 +799,34 @@ async fn javascript_output_is_never_lost() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_request_abandoned_while_queued_never_runs() {
+    let url = common::shared_agent();
+    let ctx = new_context(url, "python").await;
+    let dir = common::tempdir("queued");
+    let (started, marker) = (dir.join("started"), dir.join("ran"));
+    let busy = format!(
+        "import time\nopen({:?}, 'w').close()\ntime.sleep(3)",
+        started.to_str().unwrap()
+    );
+    let c1 = ctx.clone();
+    let first = tokio::spawn(async move { run_in(url, &c1, &busy).await });
+    wait_for_file(&started).await;
+    // Queue a second request behind it, then give up on it while it waits.
+    let queued = reqwest::Client::new()
+        .post(format!("{url}/execute"))
+        .json(&json!({"code": format!("open({:?}, 'w').close()", marker.to_str().unwrap()), "context_id": ctx}))
+        .timeout(Duration::from_millis(700))
+        .send()
+        .await;
+    if let Ok(res) = queued {
+        assert_eq!(res.status(), 200, "headers come before the context is free");
+        assert!(res.text().await.is_err(), "the body cannot finish in time");
+    }
+    first.await.unwrap();
+    let after = run_in(url, &ctx, "'next'").await;
+    assert_eq!(after[1]["text"], "next");
+    assert!(!marker.exists(), "an abandoned queued request ran");
 }

@@ -184,18 +184,12 @@ async fn execute(
         timeout,
     };
 
-    // Routing can take a while (a lazily created context starts a kernel), and the response
-    // headers must not wait for it... except that routing errors must be real status codes. So
-    // fast routing errors (400/404) are answered directly; only kernel start-up happens after.
-    let ctx = match (context_id.as_deref(), language.as_deref()) {
-        (Some(id), None) if !id.is_empty() && id != "default" => state.contexts.get(id)?,
-        _ => {
-            state
-                .contexts
-                .route(context_id.as_deref(), language.as_deref())
-                .await?
-        }
-    };
+    // Routing errors are real status codes; a lazily created default context starts its kernel
+    // here, before the 200 headers (as E2B's server does).
+    let ctx = state
+        .contexts
+        .route(context_id.as_deref(), language.as_deref())
+        .await?;
     tokio::spawn(ctx.execute(req, sink));
 
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

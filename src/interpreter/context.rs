@@ -219,10 +219,6 @@ impl Context {
         generation.kernel.shutdown().await;
     }
 
-    pub fn kernel_pid(&self) -> Option<i32> {
-        self.current.try_read().ok().map(|g| g.kernel.pid())
-    }
-
     /// Runs one request, streaming its events into `sink`. Always ends with `end_of_execution`
     /// unless the client has gone; always restores per-request env vars before the next
     /// execution on this context can start.
@@ -237,9 +233,31 @@ impl Context {
             tracing::info!("client left while waiting for the context; not running");
             return;
         };
-        let Some(generation) = sink.wait(async { self.current.read().await.clone() }).await else {
+        let Some(mut generation) = sink.wait(async { self.current.read().await.clone() }).await
+        else {
             return;
         };
+        if *generation.end.borrow() == Some(EndReason::Died) {
+            // The kernel died and bringing up its successor failed; try again now.
+            tracing::info!("retrying the restart of a dead kernel");
+            match sink
+                .wait(self.replace_kernel(EndReason::Died, Some(&generation)))
+                .await
+            {
+                None => return,
+                Some(Ok(())) => generation = self.current.read().await.clone(),
+                Some(Err(e)) => {
+                    let _ = sink
+                        .send(&Event::Error(ExecutionError::new(
+                            "ContextRestarting",
+                            format!("Context was restarted, but its kernel did not start: {e}"),
+                        )))
+                        .await;
+                    let _ = sink.send(&Event::EndOfExecution).await;
+                    return;
+                }
+            }
+        }
         let mut end_rx = generation.end.subscribe();
         let already_ended = *end_rx.borrow_and_update();
         if let Some(reason) = already_ended {

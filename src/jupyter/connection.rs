@@ -68,12 +68,17 @@ impl ReservedPorts {
 
 impl ConnectionInfo {
     /// Reserves five loopback ports and makes a fresh signing key.
+    ///
+    /// Ports come from below the kernel's ephemeral range when there is room: between our release
+    /// and the kernel's bind, any outgoing connection on the machine may be handed an ephemeral
+    /// port, but never one of these. (Another agent picking the same random port is possible but
+    /// rare; `Kernel::launch` retries a kernel that dies during start-up.)
     pub fn reserve() -> Result<(ConnectionInfo, ReservedPorts), ConnectionError> {
         let mut listeners = Vec::with_capacity(5);
         let mut ports = [0u16; 5];
+        let range = quiet_port_range();
         for port in &mut ports {
-            let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-                .map_err(ConnectionError::Ports)?;
+            let l = bind_quiet_port(range).map_err(ConnectionError::Ports)?;
             *port = l.local_addr().map_err(ConnectionError::Ports)?.port();
             listeners.push(l);
         }
@@ -94,6 +99,27 @@ impl ConnectionInfo {
     fn endpoint(&self, port: u16) -> String {
         format!("{}://{}:{}", self.transport, self.ip, port)
     }
+}
+
+/// Ports below the ephemeral range (`ip_local_port_range`), or `None` when there is no room.
+fn quiet_port_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = text.split_whitespace().next()?.parse().ok()?;
+    let (start, end) = (10_000u16, low.checked_sub(1)?);
+    (end > start + 1_000).then_some((start, end))
+}
+
+fn bind_quiet_port(range: Option<(u16, u16)>) -> std::io::Result<TcpListener> {
+    if let Some((start, end)) = range {
+        let span = u32::from(end - start) + 1;
+        for _ in 0..64 {
+            let pick = start + (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16;
+            if let Ok(l) = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, pick)) {
+                return Ok(l);
+            }
+        }
+    }
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
 }
 
 /// Which socket a message came in on.

@@ -62,8 +62,25 @@ pub struct Kernel {
 
 impl Kernel {
     /// Starts the kernel and returns once it answers `kernel_info` on shell and iopub and its
-    /// start-up cell, if any, has run.
+    /// start-up cell, if any, has run. A kernel that exits during start-up is tried again with
+    /// fresh ports (the usual cause is a port taken between reservation and bind).
     pub async fn launch(
+        spec: Arc<KernelSpec>,
+        opts: &LaunchOptions,
+    ) -> Result<Kernel, KernelError> {
+        let mut attempt = 1;
+        loop {
+            match Self::launch_once(spec.clone(), opts).await {
+                Err(KernelError::ExitedEarly { name, status }) if attempt < 3 => {
+                    tracing::warn!(%name, %status, attempt, "kernel exited during start-up; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn launch_once(
         spec: Arc<KernelSpec>,
         opts: &LaunchOptions,
     ) -> Result<Kernel, KernelError> {

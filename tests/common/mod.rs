@@ -28,6 +28,10 @@ impl Agent {
         cmd.args(["agent", "--addr", "127.0.0.1", "--port", "0", "--workdir"])
             .arg(workdir)
             .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "kernelbox=warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // SAFETY: prctl is async-signal-safe. The agent gets SIGTERM when the thread that
