@@ -73,6 +73,13 @@ impl EventSink {
         self.send_line(event.to_line()).await
     }
 
+    /// Ends an execution that could not run: one error, then `end_of_execution`.
+    async fn fail(&self, error: ExecutionError) {
+        if self.send(&Event::Error(error)).await {
+            self.send(&Event::EndOfExecution).await;
+        }
+    }
+
     async fn send_line(&self, line: Vec<u8>) -> bool {
         self.tx.send(Bytes::from(line)).await.is_ok()
     }
@@ -247,13 +254,9 @@ impl Context {
                 None => return,
                 Some(Ok(())) => generation = self.current.read().await.clone(),
                 Some(Err(e)) => {
-                    let _ = sink
-                        .send(&Event::Error(ExecutionError::new(
-                            "ContextRestarting",
-                            format!("Context was restarted, but its kernel did not start: {e}"),
-                        )))
+                    let value = format!("Context was restarted, but its kernel did not start: {e}");
+                    sink.fail(ExecutionError::new("ContextRestarting", value))
                         .await;
-                    let _ = sink.send(&Event::EndOfExecution).await;
                     return;
                 }
             }
@@ -261,9 +264,8 @@ impl Context {
         let mut end_rx = generation.end.subscribe();
         let already_ended = *end_rx.borrow_and_update();
         if let Some(reason) = already_ended {
-            // Deleted (or a failed restart left a dead kernel behind).
-            let _ = sink.send(&Event::Error(reason.error())).await;
-            let _ = sink.send(&Event::EndOfExecution).await;
+            // Deleted while this request waited for its turn.
+            sink.fail(reason.error()).await;
             return;
         }
         let kernel = &generation.kernel;
@@ -284,13 +286,9 @@ impl Context {
             Ok(sub) => sub,
             Err(e) => {
                 tracing::warn!(error = %e, "could not send the execute request");
-                let _ = sink
-                    .send(&Event::Error(ExecutionError::new(
-                        "ExecutionError",
-                        format!("Failed to send execution request: {e}"),
-                    )))
+                let value = format!("Failed to send execution request: {e}");
+                sink.fail(ExecutionError::new("ExecutionError", value))
                     .await;
-                let _ = sink.send(&Event::EndOfExecution).await;
                 return;
             }
         };

@@ -1,10 +1,8 @@
 // Code contexts: create, list, restart, remove, routing, and the SDK's error paths.
-import { test, before, after } from 'node:test'
+import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { sdk, createSandbox, marker, stdoutOf, assertOk, requests, URL } from './sdk.mjs'
+import { sdk, createSandbox, marker, stdoutOf, assertOk, requests, URL, tempDirs } from './sdk.mjs'
 
 const { NotFoundError, InvalidArgumentError, SandboxError } = sdk
 
@@ -14,17 +12,9 @@ const { NotFoundError, InvalidArgumentError, SandboxError } = sdk
 const FAILING = { requestTimeoutMs: 3000 }
 
 let sbx
-const dirs = []
-function tempDir() {
-  const d = mkdtempSync(join(tmpdir(), 'kb-sdk-js-'))
-  dirs.push(d)
-  return d
-}
+const tempDir = tempDirs()
 before(async () => {
   sbx = await createSandbox()
-})
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
 })
 
 test('create a python context with cwd', async () => {

@@ -1,23 +1,12 @@
 // Languages other than Python through runCode({ language }) and language contexts.
-import { test, before, after } from 'node:test'
+import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createSandbox, marker, stdoutOf, assertOk } from './sdk.mjs'
+import { createSandbox, marker, stdoutOf, assertOk, tempDirs } from './sdk.mjs'
 
 let sbx
-const dirs = []
-function tempDir() {
-  const d = mkdtempSync(join(tmpdir(), 'kb-sdk-js-'))
-  dirs.push(d)
-  return d
-}
+const tempDir = tempDirs()
 before(async () => {
   sbx = await createSandbox()
-})
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
 })
 
 for (const language of ['javascript', 'js', 'JavaScript']) {

@@ -12,8 +12,9 @@
 // and `sandboxUrl` sends every code-interpreter request to the agent's base URL.
 
 import { createRequire } from 'node:module'
-import { existsSync } from 'node:fs'
-import { homedir } from 'node:os'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
+import { after } from 'node:test'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
@@ -80,5 +81,18 @@ export function assertOk(execution) {
   if (execution.error) {
     const e = execution.error
     throw new Error(`unexpected execution error ${e.name}: ${e.value}\n${e.traceback}`)
+  }
+}
+
+/** A maker of temporary directories for one test file; they are removed when the file's tests end. */
+export function tempDirs() {
+  const dirs = []
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  })
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), 'kb-sdk-js-'))
+    dirs.push(d)
+    return d
   }
 }
