@@ -300,6 +300,9 @@ impl Context {
         if outcome.client_present {
             let _ = sink.send(&Event::EndOfExecution).await;
         }
+        // The response ends here; clean-up below still holds the context's lock, so the next
+        // execution waits for it, but this client does not.
+        drop(sink);
         if outcome.needs_restart {
             tracing::warn!("the interrupted cell did not stop; restarting the kernel");
             if let Err(e) = self
