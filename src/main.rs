@@ -24,7 +24,7 @@ Usage:
         --kernels-dir DIR      kernelspecs to use (default $KERNELBOX_HOME/kernels)
         --default-languages L  comma-separated contexts started up front (default python,javascript)
         --keepalive-secs N     silence before a keepalive line (default 5)
-      KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default: one per core).
+      KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1).
   kernelbox --version
 ";
 
@@ -138,13 +138,17 @@ fn agent(args: &[String]) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("KERNELBOX_WORKER_THREADS")
+    // One worker by default: the agent mostly moves messages between sockets, and keeping the
+    // reader, execution and HTTP tasks on one thread avoids cross-thread wake-ups on every
+    // message (measured in BENCHMARKS.md: lower latency and higher throughput than two workers
+    // on the 2-core reference machine). The kernels do the computing, in their own processes.
+    let workers = std::env::var("KERNELBOX_WORKER_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())
-    {
-        builder.worker_threads(n);
-    }
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),

@@ -874,3 +874,66 @@ async fn a_request_abandoned_while_queued_never_runs() {
     assert_eq!(after[1]["text"], "next");
     assert!(!marker.exists(), "an abandoned queued request ran");
 }
+
+/// With its own agent (short keepalive interval): keepalives during silence, also while a request
+/// waits for its context, and deleting the default Python context never breaks requests that name
+/// no context.
+#[tokio::test]
+async fn keepalives_and_a_deleted_python_default() {
+    let agent = common::Agent::start(&["--keepalive-secs", "0.3", "--default-languages", "python"]);
+    let url = agent.url.clone();
+    let dir = common::tempdir("keepalive");
+    let flag = dir.join("started");
+    let first = {
+        let url = url.clone();
+        let code = format!(
+            "import time\nopen({:?}, 'w').close()\ntime.sleep(1.5)\nprint('done')",
+            flag.to_str().unwrap()
+        );
+        tokio::spawn(async move { lines(&url, json!({"code": code})).await })
+    };
+    wait_for_file(&flag).await;
+    let queued = lines(&url, json!({"code": "'second'"})).await;
+    let first = first.await.unwrap();
+    let count = |v: &[Value]| v.iter().filter(|l| l["type"] == "keepalive").count();
+    assert!(
+        count(&first) >= 2,
+        "keepalives during a silent cell: {first:?}"
+    );
+    assert!(
+        count(&queued) >= 1,
+        "keepalives while waiting for the context: {queued:?}"
+    );
+    assert_eq!(
+        queued.iter().find(|l| l["type"] == "result").unwrap()["text"],
+        "second"
+    );
+
+    let client = Client::new(url.as_str());
+    let python: Vec<_> = client
+        .list_contexts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.language == "python")
+        .collect();
+    assert_eq!(python.len(), 1);
+    client.remove_context(&python[0].id).await.unwrap();
+    let again = events(&url, json!({"code": "'back'"})).await;
+    assert_eq!(again[1]["text"], "back", "{again:?}");
+    let by_alias = events(&url, json!({"code": "'alias'", "context_id": "default"})).await;
+    assert_eq!(by_alias[1]["text"], "alias", "{by_alias:?}");
+    let now: Vec<_> = client
+        .list_contexts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.language == "python")
+        .collect();
+    assert_eq!(
+        now.len(),
+        1,
+        "one new default, shared by both routes: {now:?}"
+    );
+    assert_ne!(now[0].id, python[0].id);
+}

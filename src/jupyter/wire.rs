@@ -37,8 +37,9 @@ pub enum WireError {
 /// after `content` (unsigned, used only by comms).
 ///
 /// `stream` messages are the exception: their `content` holds only `name`, and the text stays in
-/// `raw_content` until [`Message::stream_text`] borrows it. One print can be tens of megabytes, and
-/// this way it is never copied into a `Value` on its way to the HTTP body.
+/// the received frame, as the JSON literal the kernel wrote, until [`Message::stream_text_json`]
+/// borrows it. One print can be tens of megabytes; this way it is parsed once and never copied
+/// into a `Value` on its way to the HTTP body.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub header: Value,
@@ -46,8 +47,8 @@ pub struct Message {
     pub metadata: Value,
     pub content: Value,
     pub buffers: Vec<Bytes>,
-    /// The content frame as received (empty for messages built here).
-    pub raw_content: Bytes,
+    /// For a received `stream` message: its content frame and where the `text` literal lies in it.
+    pub stream_text: Option<(Bytes, std::ops::Range<usize>)>,
 }
 
 impl Message {
@@ -66,7 +67,7 @@ impl Message {
             metadata: json!({}),
             content,
             buffers: Vec::new(),
-            raw_content: Bytes::new(),
+            stream_text: None,
         }
     }
 
@@ -91,20 +92,14 @@ impl Message {
         self.header.get("date").and_then(Value::as_str)
     }
 
-    /// The `text` of a received `stream` message as the JSON literal the kernel sent (quotes and
-    /// escapes included), borrowed from the frame.
+    /// The `text` of a `stream` message as a JSON string literal (quotes and escapes included),
+    /// borrowed from the received frame.
     pub fn stream_text_json(&self) -> Cow<'_, str> {
-        #[derive(serde::Deserialize)]
-        struct Text<'a> {
-            #[serde(borrow, default)]
-            text: Option<&'a serde_json::value::RawValue>,
-        }
-        if self.raw_content.is_empty() {
-            return Cow::Owned(Value::String(self.content_str("text").to_string()).to_string());
-        }
-        match serde_json::from_slice::<Text<'_>>(&self.raw_content) {
-            Ok(Text { text: Some(raw) }) if raw.get().starts_with('"') => Cow::Borrowed(raw.get()),
-            _ => Cow::Borrowed("\"\""),
+        match &self.stream_text {
+            Some((frame, range)) => {
+                Cow::Borrowed(std::str::from_utf8(&frame[range.clone()]).unwrap_or("\"\""))
+            }
+            None => Cow::Owned(Value::String(self.content_str("text").to_string()).to_string()),
         }
     }
 
@@ -211,20 +206,29 @@ pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError>
         serde_json::from_slice(bytes).map_err(|source| WireError::Json { part, source })
     };
     let header = parse("header", &rest[1])?;
+    let content_frame = &rest[4];
+    let mut stream_text = None;
     let content = if header.get("msg_type").and_then(Value::as_str) == Some("stream") {
-        // Only the stream's name; the text is read from `raw_content` (see `Message`).
+        // One pass: the name, and where the text literal lies in the frame (see `Message`).
         #[derive(serde::Deserialize)]
-        struct Head {
+        struct Stream<'a> {
             #[serde(default)]
             name: String,
+            #[serde(borrow, default)]
+            text: Option<&'a serde_json::value::RawValue>,
         }
-        let head: Head = serde_json::from_slice(&rest[4]).map_err(|source| WireError::Json {
-            part: "content",
-            source,
-        })?;
-        json!({ "name": head.name })
+        let parsed: Stream<'_> =
+            serde_json::from_slice(content_frame).map_err(|source| WireError::Json {
+                part: "content",
+                source,
+            })?;
+        if let Some(raw) = parsed.text.filter(|t| t.get().starts_with('"')) {
+            let start = raw.get().as_ptr() as usize - content_frame.as_ptr() as usize;
+            stream_text = Some((content_frame.clone(), start..start + raw.get().len()));
+        }
+        json!({ "name": parsed.name })
     } else {
-        parse("content", &rest[4])?
+        parse("content", content_frame)?
     };
     Ok(Message {
         header,
@@ -232,7 +236,7 @@ pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError>
         metadata: parse("metadata", &rest[3])?,
         content,
         buffers: rest[5..].to_vec(),
-        raw_content: rest[4].clone(),
+        stream_text,
     })
 }
 
