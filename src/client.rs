@@ -163,7 +163,9 @@ impl Client {
         let res = self.execute_raw(&body).await?;
         let mut execution = Execution::default();
         let mut stream = res.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
+        // The unfinished line: chunks kept as they came and joined once, at its newline.
+        let mut pending: Vec<bytes::Bytes> = Vec::new();
+        let mut pending_len = 0;
         let mut handle = |line: &[u8], execution: &mut Execution| -> Result<(), ClientError> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
@@ -184,22 +186,30 @@ impl Client {
             Ok(())
         };
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            let mut rest = &chunk[..];
-            while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-                if buf.is_empty() {
-                    handle(&rest[..pos], &mut execution)?;
+            let mut rest = chunk?;
+            while let Some(pos) = memchr::memchr(b'\n', &rest) {
+                let head = rest.split_to(pos + 1);
+                let head = &head[..pos];
+                if pending.is_empty() {
+                    handle(head, &mut execution)?;
                 } else {
-                    buf.extend_from_slice(&rest[..pos]);
-                    let line = std::mem::take(&mut buf);
+                    let mut line = Vec::with_capacity(pending_len + head.len());
+                    for part in pending.drain(..) {
+                        line.extend_from_slice(&part);
+                    }
+                    line.extend_from_slice(head);
+                    pending_len = 0;
                     handle(&line, &mut execution)?;
                 }
-                rest = &rest[pos + 1..];
             }
-            buf.extend_from_slice(rest);
+            if !rest.is_empty() {
+                pending_len += rest.len();
+                pending.push(rest);
+            }
         }
-        if !buf.is_empty() {
-            handle(&buf, &mut execution)?;
+        if !pending.is_empty() {
+            let line: Vec<u8> = pending.concat();
+            handle(&line, &mut execution)?;
         }
         Ok(execution)
     }

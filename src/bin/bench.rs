@@ -46,8 +46,10 @@ for line in sys.stdin:
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
-    let mut rounds = 20usize;
-    let mut per_round = 10usize;
+    // Fine interleaving (three of each per round) so that drift in the machine's load hits the
+    // three clients alike; 100 rounds give 300 samples per client.
+    let mut rounds = 100usize;
+    let mut per_round = 3usize;
     let mut agent_bin = std::env::current_exe()?.with_file_name("kernelbox");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();

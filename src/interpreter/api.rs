@@ -19,9 +19,6 @@ use super::contexts::Contexts;
 use super::env;
 use super::error::ApiError;
 
-/// Up to this many bytes of ready lines are merged into one body chunk.
-const COALESCE_LIMIT: usize = 64 * 1024;
-
 /// Shared state of the interpreter API.
 pub struct Interpreter {
     pub contexts: Contexts,
@@ -195,28 +192,10 @@ async fn execute(
         .await?;
     tokio::spawn(ctx.execute(req, sink));
 
-    // Lines that are ready together go out as one chunk: fewer writes and client wake-ups for
-    // bursts such as a result followed by `end_of_execution`.
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let mut chunk = Vec::new();
-        while chunk.len() + first.len() < COALESCE_LIMIT {
-            match rx.try_recv() {
-                Ok(more) => {
-                    if chunk.is_empty() {
-                        chunk.extend_from_slice(&first);
-                    }
-                    chunk.extend_from_slice(&more);
-                }
-                Err(_) => break,
-            }
-        }
-        let bytes = if chunk.is_empty() {
-            first
-        } else {
-            Bytes::from(chunk)
-        };
-        Some((Ok::<_, std::convert::Infallible>(bytes), rx))
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
     });
     // No Content-Type, as E2B's server: the SDKs ignore it.
     Ok(Response::builder()

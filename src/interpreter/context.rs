@@ -19,6 +19,10 @@ use crate::jupyter::{wire, Channel, Kernel, KernelError, KernelSpec, LaunchOptio
 
 /// How long an interrupted cell may take to go idle before the kernel is restarted instead.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// Lines are written at most this long after they are produced...
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
+/// ...or as soon as this much is gathered.
+const FLUSH_BYTES: usize = 64 * 1024;
 /// Bound on internal silent cells (env set/restore).
 const SILENT_CELL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -296,10 +300,7 @@ impl Context {
             check_silent("env", env_sub, kernel);
         }
 
-        let outcome = run_stream(&self, &generation, sub, &mut end_rx, &req, &sink).await;
-        if outcome.client_present {
-            let _ = sink.send(&Event::EndOfExecution).await;
-        }
+        let outcome = run_stream(&generation, sub, &mut end_rx, &req, &sink).await;
         // The response ends here; clean-up below still holds the context's lock, so the next
         // execution waits for it, but this client does not.
         drop(sink);
@@ -353,7 +354,6 @@ fn check_silent(what: &'static str, mut sub: crate::jupyter::Subscription, kerne
 }
 
 struct Outcome {
-    client_present: bool,
     kernel_alive: bool,
     needs_restart: bool,
 }
@@ -371,7 +371,6 @@ enum Interrupted {
 /// `status: idle` have arrived (they come on different sockets in either order, and output can
 /// follow the reply), or something ends it early.
 async fn run_stream(
-    ctx: &Context,
     generation: &Generation,
     mut sub: crate::jupyter::Subscription,
     end_rx: &mut watch::Receiver<Option<EndReason>>,
@@ -392,16 +391,51 @@ async fn run_stream(
         .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.min(1e9)));
     let mut last_write = tokio::time::Instant::now();
 
-    macro_rules! emit {
-        ($ev:expr) => {
-            if client {
-                if sink.send(&$ev).await {
+    // Lines are gathered for up to FLUSH_DELAY (or FLUSH_BYTES) and written as one chunk, and at
+    // once when the execution ends: a quick cell costs the client one wake-up instead of one per
+    // line, while output still streams within milliseconds.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut flush_at: Option<tokio::time::Instant> = None;
+    macro_rules! flush {
+        () => {
+            flush_at = None;
+            if client && !pending.is_empty() {
+                if sink.send_line(std::mem::take(&mut pending)).await {
                     last_write = tokio::time::Instant::now();
                 } else {
                     client = false;
                 }
             }
+            pending.clear();
         };
+    }
+    macro_rules! queue_line {
+        ($line:expr) => {
+            if client {
+                pending.extend_from_slice(&$line);
+                if pending.len() >= FLUSH_BYTES {
+                    flush!();
+                } else if flush_at.is_none() {
+                    flush_at = Some(tokio::time::Instant::now() + FLUSH_DELAY);
+                }
+            }
+        };
+    }
+    macro_rules! emit {
+        ($ev:expr) => {
+            queue_line!($ev.to_line())
+        };
+    }
+    // Every way out: the closing line, then whatever is gathered, in one write.
+    macro_rules! finish {
+        ($kernel_alive:expr, $needs_restart:expr) => {{
+            emit!(Event::EndOfExecution);
+            flush!();
+            return Outcome {
+                kernel_alive: $kernel_alive,
+                needs_restart: $needs_restart,
+            };
+        }};
     }
 
     let grace = kernel.spec.output_grace;
@@ -441,7 +475,7 @@ async fn run_stream(
                         }
                     }).await.unwrap_or(EndReason::Died);
                     if !error_sent { emit!(Event::Error(reason.error())); }
-                    return Outcome { client_present: client, kernel_alive: false, needs_restart: false };
+                    finish!(false, false);
                 };
                 if grace_until.is_some() {
                     grace_until = Some(tokio::time::Instant::now() + grace);
@@ -455,12 +489,14 @@ async fn run_stream(
                     (Channel::IoPub, "stream") => {
                         let kind = if msg.content_str("name") == "stderr" { "stderr" } else { "stdout" };
                         let timestamp = wire::timestamp_from_kernel(msg.date());
-                        let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
                         if client {
-                            if sink.send_line(line).await {
-                                last_write = tokio::time::Instant::now();
+                            let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
+                            if pending.is_empty() && line.len() >= FLUSH_BYTES {
+                                // Large output goes out as it is, without another copy.
+                                pending = line;
+                                flush!();
                             } else {
-                                client = false;
+                                queue_line!(line);
                             }
                         }
                     }
@@ -512,8 +548,7 @@ async fn run_stream(
                 let reason = if changed.is_ok() { let r = *end_rx.borrow_and_update(); r } else { Some(EndReason::Deleted) };
                 if let Some(reason) = reason {
                     if !error_sent { emit!(Event::Error(reason.error())); }
-                    let _ = ctx;
-                    return Outcome { client_present: client, kernel_alive: false, needs_restart: false };
+                    finish!(false, false);
                 }
             }
             _ = sink.closed(), if client => {
@@ -531,13 +566,17 @@ async fn run_stream(
                 if interrupted == Interrupted::Timeout {
                     emit!(Event::Error(ExecutionError::timeout(req.timeout.unwrap_or_default())));
                 }
-                return Outcome { client_present: client, kernel_alive: true, needs_restart: true };
+                finish!(true, true);
             }
             _ = tokio::time::sleep_until(grace_until.unwrap_or(far)), if grace_until.is_some() => {
                 // Quiet for the whole grace period: the loop's check ends the execution.
             }
-            _ = tokio::time::sleep_until(keepalive_at), if client => {
+            _ = tokio::time::sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => {
+                flush!();
+            }
+            _ = tokio::time::sleep_until(keepalive_at), if client && pending.is_empty() => {
                 emit!(Event::Keepalive);
+                flush!();
             }
         }
     }
@@ -548,11 +587,7 @@ async fn run_stream(
     } else if let Some(e) = reply_error.filter(|_| !error_sent) {
         emit!(Event::Error(e));
     }
-    Outcome {
-        client_present: client,
-        kernel_alive: true,
-        needs_restart: false,
-    }
+    finish!(true, false)
 }
 
 /// An error from the kernel's `error` message or `execute_reply`, traceback joined with `""`.

@@ -126,24 +126,126 @@ pub fn write_raw_json_str(out: &mut Vec<u8>, raw: &str) {
     out.push(b'"');
 }
 
+const LOW: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in every byte lane of `w` that equals `b` (and possibly in higher lanes after a
+/// match, which only matters for "is there any").
+fn lanes_eq(w: u64, b: u8) -> u64 {
+    let x = w ^ (LOW * u64::from(b));
+    x.wrapping_sub(LOW) & !x & HIGH
+}
+
+fn load(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&chunk[..8]);
+    u64::from_le_bytes(word)
+}
+
 /// From `i`, skips bytes that a raw JSON literal passes through unchanged (ASCII other than `\\`),
-/// eight at a time: a 50 MB print is mostly such bytes.
-fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const BACKSLASH: u64 = LOW * b'\\' as u64;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let x = w ^ BACKSLASH;
-        // Any byte with its high bit set, or equal to a backslash (a zero byte in `x`).
-        if (w | (x.wrapping_sub(LOW) & !x)) & HIGH != 0 {
+/// sixteen at a time: a 50 MB print is mostly such bytes.
+fn skip_plain(bytes: &[u8], i: usize) -> usize {
+    let mut n = i;
+    for chunk in bytes[i..].chunks_exact(16) {
+        let (a, b) = (load(&chunk[..8]), load(&chunk[8..]));
+        if ((a | b) & HIGH) | lanes_eq(a, b'\\') | lanes_eq(b, b'\\') != 0 {
             break;
         }
-        i += 8;
+        n += 16;
     }
-    i
+    n
+}
+
+/// From `i`, skips bytes a JSON string decoder copies as they are: not `"`, not `\\`, not a
+/// control character. Sixteen at a time.
+fn skip_unescaped(bytes: &[u8], i: usize) -> usize {
+    let mut n = i;
+    for chunk in bytes[i..].chunks_exact(16) {
+        let (a, b) = (load(&chunk[..8]), load(&chunk[8..]));
+        // A control byte (< 0x20) has no bit in 0x60 and no high bit.
+        let control = |w: u64| !(w | (w & (LOW * 0x60)).wrapping_add(LOW * 0x60)) & HIGH & !w;
+        let special = lanes_eq(a, b'"')
+            | lanes_eq(b, b'"')
+            | lanes_eq(a, b'\\')
+            | lanes_eq(b, b'\\')
+            | control(a)
+            | control(b);
+        if special != 0 {
+            break;
+        }
+        n += 16;
+    }
+    n
+}
+
+/// Decodes the JSON string literal at the start of `bytes` (opening quote included). Returns the
+/// text and the number of bytes consumed, or `None` if it is not a well-formed literal. Plain
+/// runs are copied as slices, so a 50 MB line costs one pass (the client's side of `write_str`).
+pub fn read_str(bytes: &[u8]) -> Option<(String, usize)> {
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len().min(1 << 20));
+    let mut i = 1;
+    loop {
+        let start = i;
+        i = skip_unescaped(bytes, i);
+        while let Some(&b) = bytes.get(i) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            i += 1;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match *bytes.get(i)? {
+            b'"' => return String::from_utf8(out).ok().map(|s| (s, i + 1)),
+            b'\\' => {
+                let esc = *bytes.get(i + 1)?;
+                i += 2;
+                let c = match esc {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let hex = |at: usize| -> Option<u32> {
+                            u32::from_str_radix(
+                                std::str::from_utf8(bytes.get(at..at + 4)?).ok()?,
+                                16,
+                            )
+                            .ok()
+                        };
+                        let unit = hex(i)?;
+                        i += 4;
+                        if (0xd800..0xdc00).contains(&unit)
+                            && bytes.get(i) == Some(&b'\\')
+                            && bytes.get(i + 1) == Some(&b'u')
+                        {
+                            match hex(i + 2) {
+                                Some(low) if (0xdc00..0xe000).contains(&low) => {
+                                    i += 6;
+                                    char::from_u32(
+                                        0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00),
+                                    )?
+                                }
+                                _ => '\u{fffd}',
+                            }
+                        } else {
+                            char::from_u32(unit).unwrap_or('\u{fffd}')
+                        }
+                    }
+                    _ => return None,
+                };
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return None, // a raw control character
+        }
+    }
 }
 
 /// One ASCII character as `json.dumps` writes it.
@@ -225,6 +327,60 @@ mod tests {
             write_raw_json_str(&mut got, &serde_json::to_string(&text).unwrap());
             assert_eq!(got, expected, "offset {k}");
         }
+        let mut got = Vec::new();
+        write_raw_json_str(&mut got, r#""\u00E9\u0041\u000a""#);
+        assert_eq!(String::from_utf8(got).unwrap(), r#""\u00e9A\n""#);
+    }
+
+    #[test]
+    fn read_str_inverts_write_str() {
+        let long = format!("{}\u{1F600}{}", "x".repeat(37), "\"q\" \\ \n".repeat(5));
+        for text in [
+            "",
+            "plain",
+            "a\nb\t\"q\" \\ / \u{1}\u{8}\u{c}",
+            "\u{e9}\u{1F600}",
+            long.as_str(),
+        ] {
+            let mut line = Vec::new();
+            write_str(&mut line, text);
+            line.extend_from_slice(b", rest");
+            let (back, used) = read_str(&line).expect("decodes");
+            assert_eq!(back, text);
+            assert_eq!(&line[used..], b", rest");
+            // And what serde_json writes (raw UTF-8, other escapes) reads the same.
+            let serde = serde_json::to_string(text).unwrap();
+            assert_eq!(
+                read_str(serde.as_bytes()).map(|r| r.0).as_deref(),
+                Some(text)
+            );
+        }
+        assert_eq!(
+            read_str(br#""\ud83d\ude00""#).map(|r| r.0).as_deref(),
+            Some("\u{1F600}")
+        );
+        assert!(read_str(b"\"unterminated").is_none());
+        assert!(read_str(b"\"raw\ncontrol\"").is_none());
+        assert!(read_str(br#""bad \q escape""#).is_none());
+        assert!(read_str(b"no quote").is_none());
+    }
+
+    #[test]
+    fn read_str_agrees_with_serde_json_at_every_offset() {
+        for k in 0..40 {
+            let text = format!("{}\u{e9}\\\n\"\u{1}{}", "a".repeat(k), "b".repeat(k));
+            let mut line = Vec::new();
+            write_str(&mut line, &text);
+            assert_eq!(
+                read_str(&line).map(|r| r.0),
+                Some(text.clone()),
+                "offset {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn raw_reencode_tail() {
         let mut got = Vec::new();
         write_raw_json_str(&mut got, r#""\u00E9\u0041\u000a""#);
         assert_eq!(String::from_utf8(got).unwrap(), r#""\u00e9A\n""#);
