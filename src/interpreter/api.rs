@@ -14,10 +14,11 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::context::{EventSink, ExecuteRequest};
+use super::context::ExecuteRequest;
 use super::contexts::Contexts;
 use super::env;
 use super::error::ApiError;
+use super::stream::EventSink;
 
 /// Shared state of the interpreter API.
 pub struct Interpreter {

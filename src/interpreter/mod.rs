@@ -1,7 +1,8 @@
-//! The code interpreter (port 49999): `execution` (events, results, the `Execution` fold),
-//! `ndjson` (Python-style JSON lines), `env` (per-request variables as code), `context` (one
-//! kernel and the policy of an execution), `contexts` (registry and routing), `error` (failures
-//! as HTTP) and `api` (the routes).
+//! The code interpreter (port 49999):
+//! - `execution`: events, results, the `Execution` fold; `ndjson`: Python-style JSON lines;
+//! - `env`: per-request variables as code; `stream`: the policy of one execution;
+//! - `context`: one kernel, its lock and its lifecycle; `contexts`: registry and routing;
+//! - `error`: failures as HTTP; `api`: the routes.
 
 pub mod api;
 pub mod context;
@@ -10,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod execution;
 pub mod ndjson;
+pub mod stream;
 
 pub use api::{router, Interpreter};
 pub use contexts::{ContextDefaults, Contexts};
