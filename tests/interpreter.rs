@@ -664,7 +664,7 @@ async fn timeout_interrupts_and_reports_one_error() {
     let ctx = new_context(url, "python").await;
     let out = events(
         url,
-        json!({"code": "import time\nprint('before', flush=True)\ntime.sleep(30)", "context_id": ctx, "timeout": 1}),
+        json!({"code": "import time\nprint('before', flush=True)\ntime.sleep(30)", "context_id": ctx, "timeout": 3}),
     )
     .await;
     snap!("timeout", out);
