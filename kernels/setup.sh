@@ -74,7 +74,8 @@ step 2 "python kernel venv at $KB/python (pip install, may take a few minutes)"
 PY="${KERNELBOX_PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || die "$PY not found (set KERNELBOX_PYTHON to a Python >= 3.11)"
 REQ="$SRC/python/requirements.txt"
-py_hash="$(hash_of "$REQ")-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
+CONSTRAINTS="$SRC/python/constraints.txt"
+py_hash="$(hash_of "$REQ" "$CONSTRAINTS")-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
 if stamp_ok python "$py_hash" && "$KB/python/bin/python" -c 'import ipykernel, bash_kernel' 2>/dev/null; then
   info "up to date (stamp matches $REQ)"
 else
@@ -82,7 +83,7 @@ else
     info "creating venv with $(command -v "$PY") ($("$PY" --version 2>&1))"
     "$PY" -m venv --clear "$KB/python"
   fi
-  "$KB/python/bin/python" -m pip install --progress-bar on -r "$REQ"
+  "$KB/python/bin/python" -m pip install --progress-bar on -r "$REQ" -c "$CONSTRAINTS"
   stamp_set python "$py_hash"
 fi
 
