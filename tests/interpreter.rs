@@ -782,6 +782,19 @@ async fn request_errors() {
         "restart_unknown": post("/contexts/nope/restart", json!({})).await,
     });
     insta::assert_json_snapshot!("request_errors", cases);
+    let missing = http.get(format!("{url}/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
+    let wrong_method = http.get(format!("{url}/execute")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    // A 3 MB cell is fine (axum alone would refuse anything over 2 MB).
+    let big = format!("len({:?})", "y".repeat(3 << 20));
+    let out = events(url, json!({"code": big})).await;
+    assert!(
+        out.iter().any(|l| l["text"].as_str() == Some("3145728")),
+        "{:?}",
+        &out[..1]
+    );
     let health = http
         .get(format!("{url}/health?source=ci"))
         .send()

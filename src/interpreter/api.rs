@@ -27,6 +27,10 @@ pub struct Interpreter {
     pub keepalive: Duration,
 }
 
+/// Request bodies above this are refused with 413. E2B's server has no limit; code cells with
+/// embedded data can be megabytes, so this is far above axum's 2 MB default.
+const MAX_BODY: usize = 64 << 20;
+
 pub fn router(state: Arc<Interpreter>) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -35,7 +39,17 @@ pub fn router(state: Arc<Interpreter>) -> Router {
         .route("/contexts/{id}/restart", post(restart_context))
         .route("/contexts/{id}/interrupt", post(interrupt_context))
         .route("/contexts/{id}", delete(remove_context))
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// FastAPI's shape for routing errors: `{"detail": "..."}`.
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "detail": text }))).into_response()
 }
 
 async fn health() -> Json<&'static str> {
