@@ -244,31 +244,29 @@ async fn python_errors() {
 #[tokio::test]
 async fn javascript_and_typescript() {
     let url = common::shared_agent();
-    let js = events(
-        url,
-        json!({"code": "const a = [1, 2, 3];\nconsole.log('from js');\na.map((x) => x * 2)", "language": "js"}),
+    let run = |code: &str, language: &str| events(url, json!({"code": code, "language": language}));
+    let js = run(
+        "const a = [1, 2, 3];\nconsole.log('from js');\na.map((x) => x * 2)",
+        "js",
     )
     .await;
-    let ts = events(
-        url,
-        json!({"code": "interface P { n: number }\nconst p: P = { n: 21 };\np.n * 2", "language": "typescript"}),
+    let ts = run(
+        "interface P { n: number }\nconst p: P = { n: 21 };\np.n * 2",
+        "typescript",
     )
     .await;
-    let tla = events(
-        url,
-        json!({"code": "await new Promise((r) => setTimeout(() => r('Hello World!'), 10))", "language": "javascript"}),
+    let tla = run(
+        "await new Promise((r) => setTimeout(() => r('Hello World!'), 10))",
+        "javascript",
     )
     .await;
-    let err = events(
-        url,
-        json!({"code": "throw new Error('boom')", "language": "javascript"}),
+    let err = run("throw new Error('boom')", "javascript").await;
+    let import = run(
+        "import { basename } from 'node:path';\nbasename('/a/b.txt')",
+        "javascript",
     )
     .await;
-    let import = events(
-        url,
-        json!({"code": "import { basename } from 'node:path';\nbasename('/a/b.txt')", "language": "javascript"}),
-    )
-    .await;
+    let ts_err = run("const o: { f?: () => void } = {};\no.f!()", "ts").await;
     let strip = |v: Vec<Value>| -> Vec<Value> {
         v.into_iter()
             .filter(|l| l["type"] != "number_of_executions")
@@ -277,11 +275,6 @@ async fn javascript_and_typescript() {
     snap!("javascript_result", strip(js));
     snap!("typescript_result", strip(ts));
     snap!("javascript_top_level_await", strip(tla));
-    let ts_err = events(
-        url,
-        json!({"code": "const o: { f?: () => void } = {};\no.f!()", "language": "ts"}),
-    )
-    .await;
     let err = strip(err);
     let error = err.iter().find(|l| l["type"] == "error").expect("an error");
     assert_eq!(error["name"], "Error");
@@ -949,4 +942,147 @@ async fn keepalives_and_a_deleted_python_default() {
         "one new default, shared by both routes: {now:?}"
     );
     assert_ne!(now[0].id, python[0].id);
+}
+
+/// The IPython profile: PIL's save() also displays, long lists are never truncated, tracebacks
+/// carry no colour codes.
+#[tokio::test]
+async fn python_profile_behaviour() {
+    let url = common::shared_agent();
+    let ctx = new_context(url, "python").await;
+    let path = common::tempdir("pil").join("dot.png");
+    let saved = run_in(
+        url,
+        &ctx,
+        &format!(
+            "from PIL import Image\nImage.new('RGB', (4, 4), 'red').save({:?})",
+            path.to_str().unwrap()
+        ),
+    )
+    .await;
+    assert!(path.exists());
+    let shown = saved
+        .iter()
+        .find(|l| l["type"] == "result")
+        .expect("a display");
+    assert!(shown["png"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("iVBOR")));
+    assert_eq!(shown["is_main_result"], false);
+
+    let long = run_in(url, &ctx, "list(range(5000))").await;
+    let text = long[1]["text"].as_str().unwrap();
+    assert!(
+        text.ends_with(" 4999]") && !text.contains("..."),
+        "truncated"
+    );
+
+    let err = run_in(url, &ctx, "1/0").await;
+    let tb = err.iter().find(|l| l["type"] == "error").unwrap()["traceback"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!tb.contains('\u{1b}'), "ANSI codes in {tb:?}");
+}
+
+/// The Rust client folds the stream like the SDKs and calls back for each event.
+#[tokio::test]
+async fn rust_client_callbacks() {
+    use kernelbox::client::{Callbacks, RunOptions};
+    let url = common::shared_agent();
+    let client = Client::new(url);
+    let ctx = new_context(url, "python").await;
+    let (mut out, mut results, mut errors) = (Vec::new(), 0, Vec::new());
+    let mut seen_types = Vec::new();
+    let execution = {
+        let mut callbacks = Callbacks {
+            on_stdout: Some(Box::new(|t: &str| out.push(t.to_string()))),
+            on_result: Some(Box::new(|_| results += 1)),
+            on_error: Some(Box::new(|e: &kernelbox::ExecutionError| {
+                errors.push(e.name.clone())
+            })),
+            ..Default::default()
+        };
+        client
+            .run_code_with(
+                "print('a')\ndisplay('b')\n'main'\n",
+                &RunOptions {
+                    context_id: Some(ctx.clone()),
+                    env_vars: vec![("KB_CB".into(), "1".into())],
+                    ..Default::default()
+                },
+                &mut callbacks,
+                |e| {
+                    seen_types.push(
+                        format!("{e:?}")
+                            .split([' ', '{', '('])
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                },
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(out, vec!["a\n"]);
+    assert_eq!(results, 2);
+    assert!(errors.is_empty());
+    assert_eq!(execution.text(), Some("main"));
+    assert_eq!(execution.results.len(), 2);
+    assert_eq!(execution.execution_count, Some(1));
+    assert_eq!(
+        seen_types.last().map(String::as_str),
+        Some("EndOfExecution")
+    );
+    let failed = client
+        .run_code(
+            "raise KeyError('k')",
+            &RunOptions {
+                context_id: Some(ctx),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.error.unwrap().name, "KeyError");
+    let missing = client
+        .run_code(
+            "1",
+            &RunOptions {
+                context_id: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("Context nope not found"),
+        "{missing}"
+    );
+}
+
+/// `E2b-Sandbox-Port` routes a request to the service it names: this port's API for 49999, and
+/// E2B's "port is not open" answer for the sandbox API, which does not exist yet.
+#[tokio::test]
+async fn sandbox_port_header_routing() {
+    let url = common::shared_agent();
+    let http = reqwest::Client::new();
+    let ok = http
+        .get(format!("{url}/health"))
+        .header("E2b-Sandbox-Port", "49999")
+        .header("E2b-Sandbox-Id", "debug_sandbox_id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let envd = http
+        .get(format!("{url}/health"))
+        .header("E2b-Sandbox-Port", "49983")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envd.status(), 502);
+    let body: Value = envd.json().await.unwrap();
+    assert_eq!(body["port"], 49983);
 }
