@@ -73,3 +73,79 @@ fn kernels_are_shut_down_with_a_stopped_agent() {
         "kernels outlived a stopped agent"
     );
 }
+
+/// The template's start command brings a killed agent back (E2B relies on systemd for this).
+#[test]
+fn start_up_script_restarts_a_killed_agent() {
+    use std::process::{Command, Stdio};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let workdir = common::tempdir("startup");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("startup/start-up.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        // Later flags win: keep the test on loopback and a free port.
+        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--default-languages", "python"])
+        .env("KERNELBOX_BIN", env!("CARGO_BIN_EXE_kernelbox"))
+        .env("KERNELBOX_WORKDIR", &workdir)
+        .env("KERNELBOX_HOME", kernelbox::config::home())
+        .env("RUST_LOG", "kernelbox=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: prctl is async-signal-safe; the script dies with this test's thread.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let mut script = cmd.spawn().unwrap();
+    let healthy = |within: Duration| -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(healthy(Duration::from_secs(60)), "agent never came up");
+    let agents = children(script.id());
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    Command::new("kill")
+        .args(["-KILL", &agents[0].to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(wait_gone(&agents), Vec::<u32>::new());
+    assert!(healthy(Duration::from_secs(60)), "agent not restarted");
+    let again = children(script.id());
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], agents[0]);
+    Command::new("kill")
+        .args(["-TERM", &script.id().to_string()])
+        .status()
+        .unwrap();
+    let status = script.wait().unwrap();
+    assert!(
+        status.success(),
+        "start-up.sh exits cleanly on SIGTERM: {status}"
+    );
+    assert_eq!(
+        wait_gone(&again),
+        Vec::<u32>::new(),
+        "agent outlived its script"
+    );
+}
