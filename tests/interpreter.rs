@@ -47,6 +47,12 @@ async fn new_context(url: &str, language: &str) -> String {
         .id
 }
 
+/// Runs `code` once in a new context of `language` (so execution counts start at 1).
+async fn run_fresh(url: &str, language: &str, code: &str) -> Vec<Value> {
+    let ctx = new_context(url, language).await;
+    run_in(url, &ctx, code).await
+}
+
 async fn run_in(url: &str, ctx: &str, code: &str) -> Vec<Value> {
     events(url, json!({"code": code, "context_id": ctx})).await
 }
@@ -120,10 +126,9 @@ macro_rules! snap {
 #[tokio::test]
 async fn python_stdout_stderr_and_result() {
     let url = common::shared_agent();
-    let ctx = new_context(url, "python").await;
-    let out = run_in(
+    let out = run_fresh(
         url,
-        &ctx,
+        "python",
         "import sys\nprint('hi')\nprint('err', file=sys.stderr)\nx = 41\nx + 1",
     )
     .await;
@@ -156,10 +161,9 @@ async fn wire_format_is_python_json() {
 #[tokio::test]
 async fn python_display_data_json_and_html() {
     let url = common::shared_agent();
-    let ctx = new_context(url, "python").await;
-    let out = run_in(
+    let out = run_fresh(
         url,
-        &ctx,
+        "python",
         "from IPython.display import display, HTML, Markdown\n\
          display(HTML('<b>one</b>'))\n\
          display(Markdown('*two*'))\n\
@@ -173,10 +177,9 @@ async fn python_display_data_json_and_html() {
 #[tokio::test]
 async fn python_matplotlib_plot() {
     let url = common::shared_agent();
-    let ctx = new_context(url, "python").await;
-    let out = run_in(
+    let out = run_fresh(
         url,
-        &ctx,
+        "python",
         "import matplotlib.pyplot as plt\n\
          plt.plot([1, 2, 3], [1, 4, 9], label='squares')\n\
          plt.title('T')\nplt.xlabel('x [m]')\nplt.show()",
@@ -208,10 +211,9 @@ async fn python_matplotlib_plot() {
 #[tokio::test]
 async fn python_dataframe() {
     let url = common::shared_agent();
-    let ctx = new_context(url, "python").await;
-    let out = run_in(
+    let out = run_fresh(
         url,
-        &ctx,
+        "python",
         "import pandas as pd\n\
          df = pd.DataFrame({'a': [1, 2], 't': pd.to_datetime(['2024-01-01', '2024-01-02'])})\n\
          df",
