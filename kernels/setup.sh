@@ -16,7 +16,7 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KB="${KERNELBOX_HOME:-$HOME/.kernelbox}"
+KB="${KERNELBOX_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.kernelbox}"
 NO_APT=0
 for arg in "$@"; do
   case "$arg" in

@@ -4,6 +4,8 @@
 # Installs into $KERNELBOX_HOME (default ~/.kernelbox); builds outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI may start us without HOME; take it from the user database then.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 export KERNELBOX_HOME="${KERNELBOX_HOME:-$HOME/.kernelbox}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KERNELBOX_HOME/target}"
 

@@ -3,6 +3,8 @@
 # Idempotent: a second run reuses $KERNELBOX_HOME (kernels, SDKs, build cache) and is fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI may start us without HOME; take it from the user database then.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 export KERNELBOX_HOME="${KERNELBOX_HOME:-$HOME/.kernelbox}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KERNELBOX_HOME/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

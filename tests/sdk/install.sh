@@ -14,7 +14,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KERNELBOX_HOME="${KERNELBOX_HOME:-$HOME/.kernelbox}"
+KERNELBOX_HOME="${KERNELBOX_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.kernelbox}"
 sdk_root="$KERNELBOX_HOME/sdk"
 force=0
 for arg in "$@"; do
