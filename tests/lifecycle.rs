@@ -96,14 +96,7 @@ fn start_up_script_restarts_a_killed_agent() {
         .env("RUST_LOG", "kernelbox=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: prctl is async-signal-safe; the script dies with this test's thread.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
-            Ok(())
-        });
-    }
+    common::die_with_this_thread(&mut cmd);
     let mut script = cmd.spawn().unwrap();
     let healthy = |within: Duration| -> bool {
         let end = Instant::now() + within;

@@ -7,10 +7,6 @@ mod common;
 
 use serde_json::{json, Value};
 
-fn home() -> std::path::PathBuf {
-    kernelbox::config::home()
-}
-
 /// An agent whose only kernel is the fake one.
 fn fake_agent() -> common::Agent {
     let kernels = common::tempdir("fake-kernels");
@@ -18,7 +14,7 @@ fn fake_agent() -> common::Agent {
     std::fs::create_dir_all(&spec).unwrap();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_kernel/fake_kernel.py");
-    let python = home().join("python/bin/python");
+    let python = kernelbox::config::home().join("python/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run kernels/setup.sh (scripts/test.sh does)",

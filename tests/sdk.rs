@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 /// Upper bound for one suite; they take well under a minute with warm kernels.
 const SUITE_DEADLINE: Duration = Duration::from_secs(900);
 
-fn kernelbox_home() -> PathBuf {
-    kernelbox::config::home()
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -52,7 +48,7 @@ fn require_same(installed: &Path, pinned: &Path, what: &str) {
 fn run_suite(name: &str, mut cmd: Command, agent: &common::Agent) {
     cmd.current_dir(repo())
         .env("KERNELBOX_URL", &agent.url)
-        .env("KERNELBOX_HOME", kernelbox_home())
+        .env("KERNELBOX_HOME", kernelbox::config::home())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
         .env_remove("E2B_API_KEY")
@@ -88,7 +84,7 @@ fn run_suite(name: &str, mut cmd: Command, agent: &common::Agent) {
 
 #[test]
 fn python_sdk() {
-    let venv = kernelbox_home().join("sdk").join("python");
+    let venv = kernelbox::config::home().join("sdk").join("python");
     let python = venv.join("bin").join("python");
     if !python.is_file() {
         not_installed(
@@ -110,7 +106,7 @@ fn python_sdk() {
 
 #[test]
 fn js_sdk() {
-    let dir = kernelbox_home().join("sdk").join("js");
+    let dir = kernelbox::config::home().join("sdk").join("js");
     let package = dir.join("node_modules/@e2b/code-interpreter/package.json");
     if !package.is_file() {
         not_installed("JS SDK", &format!("{} is missing", package.display()));

@@ -15,7 +15,8 @@ use tracing::Instrument;
 use super::env::{self, Syntax};
 use super::execution::ExecutionError;
 use super::stream::{run_stream, EndReason, EventSink};
-use crate::jupyter::{Channel, Kernel, KernelError, KernelSpec, LaunchOptions};
+use crate::jupyter::process::wait_silent;
+use crate::jupyter::{Kernel, KernelError, KernelSpec, LaunchOptions, Subscription};
 
 /// Bound on internal silent cells (env set/restore).
 const SILENT_CELL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -250,30 +251,11 @@ impl Context {
 }
 
 /// Logs the outcome of an internal silent cell without blocking the caller.
-fn check_silent(what: &'static str, mut sub: crate::jupyter::Subscription, kernel: &Kernel) {
-    let mut exited = kernel.exited();
+fn check_silent(what: &'static str, sub: Subscription, kernel: &Kernel) {
+    let exited = kernel.exited();
     tokio::spawn(async move {
-        let work = async {
-            while let Some(incoming) = sub.recv().await {
-                if incoming.channel == Channel::Shell && incoming.msg.msg_type() == "execute_reply"
-                {
-                    let status = incoming.msg.content_str("status");
-                    if status != "ok" {
-                        tracing::error!(
-                            cell = what,
-                            status,
-                            ename = incoming.msg.content_str("ename"),
-                            evalue = incoming.msg.content_str("evalue"),
-                            "internal cell failed"
-                        );
-                    }
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::timeout(SILENT_CELL_TIMEOUT, work) => {}
-            _ = exited.changed() => {}
+        if let Err(e) = wait_silent(sub, exited, SILENT_CELL_TIMEOUT).await {
+            tracing::error!(cell = what, error = %e, "internal cell failed");
         }
     });
 }

@@ -170,11 +170,23 @@ pub enum Event {
 /// re-encoded without unescaping: output can be tens of megabytes and is never copied into an
 /// [`Event`] or a `Value` on the server.
 pub fn stream_line(kind: &str, text_json: &str, timestamp: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text_json.len() + 96);
+    write_stream_line(kind, text_json.len(), timestamp, |out| {
+        ndjson::write_raw_json_str(out, text_json)
+    })
+}
+
+/// `{"type": KIND, "text": …, "timestamp": …}` with the text written by `write_text`.
+fn write_stream_line(
+    kind: &str,
+    text_len: usize,
+    timestamp: &str,
+    write_text: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text_len + 96);
     out.extend_from_slice(b"{\"type\": \"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\", \"text\": ");
-    ndjson::write_raw_json_str(&mut out, text_json);
+    write_text(&mut out);
     out.extend_from_slice(b", \"timestamp\": ");
     ndjson::write_str(&mut out, timestamp);
     out.extend_from_slice(b"}\n");
@@ -190,18 +202,13 @@ impl Event {
             // `Value` first.
             Event::Stdout { text, timestamp } | Event::Stderr { text, timestamp } => {
                 let kind = if matches!(self, Event::Stdout { .. }) {
-                    b"stdout".as_slice()
+                    "stdout"
                 } else {
-                    b"stderr".as_slice()
+                    "stderr"
                 };
-                out.reserve(text.len() + 96);
-                out.extend_from_slice(b"{\"type\": \"");
-                out.extend_from_slice(kind);
-                out.extend_from_slice(b"\", \"text\": ");
-                ndjson::write_str(&mut out, text);
-                out.extend_from_slice(b", \"timestamp\": ");
-                ndjson::write_str(&mut out, timestamp);
-                out.push(b'}');
+                return write_stream_line(kind, text.len(), timestamp, |out| {
+                    ndjson::write_str(out, text)
+                });
             }
             Event::Keepalive => out.extend_from_slice(br#"{"type": "keepalive"}"#),
             Event::EndOfExecution => out.extend_from_slice(br#"{"type": "end_of_execution"}"#),

@@ -175,6 +175,29 @@ pub(super) async fn run_stream(
         }};
     }
 
+    // Interrupts the kernel (for a gone client or the timeout) and starts the bounded wait for
+    // the cell to go idle.
+    macro_rules! start_interrupt {
+        ($why:expr, $log:expr) => {
+            tracing::info!($log);
+            interrupted = $why;
+            interrupt_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
+            if let Err(e) = kernel.interrupt().await {
+                tracing::warn!(error = %e, "interrupt failed");
+            }
+        };
+    }
+    // The one error a timed-out execution reports, whatever the kernel said after the interrupt.
+    macro_rules! timeout_error {
+        () => {
+            if interrupted == Interrupted::Timeout {
+                emit!(Event::Error(ExecutionError::timeout(
+                    req.timeout.unwrap_or_default()
+                )));
+            }
+        };
+    }
+
     let grace = kernel.spec.output_grace;
     // After idle and the reply: how long to wait for late output (zero for most kernels).
     let mut grace_until: Option<tokio::time::Instant> = None;
@@ -189,12 +212,10 @@ pub(super) async fn run_stream(
             }
         }
         if !client && interrupted == Interrupted::No {
-            tracing::info!("client disconnected during execution; interrupting the kernel");
-            interrupted = Interrupted::Disconnect;
-            interrupt_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
-            if let Err(e) = kernel.interrupt().await {
-                tracing::warn!(error = %e, "interrupt failed");
-            }
+            start_interrupt!(
+                Interrupted::Disconnect,
+                "client disconnected during execution; interrupting the kernel"
+            );
         }
         let keepalive_at = last_write + sink.keepalive;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
@@ -292,17 +313,10 @@ pub(super) async fn run_stream(
                 client = false;
             }
             _ = tokio::time::sleep_until(timeout_at.unwrap_or(far)), if interrupted == Interrupted::No && timeout_at.is_some() => {
-                tracing::info!("execution timed out; interrupting the kernel");
-                interrupted = Interrupted::Timeout;
-                interrupt_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
-                if let Err(e) = kernel.interrupt().await {
-                    tracing::warn!(error = %e, "interrupt failed");
-                }
+                start_interrupt!(Interrupted::Timeout, "execution timed out; interrupting the kernel");
             }
             _ = tokio::time::sleep_until(interrupt_deadline.unwrap_or(far)), if interrupt_deadline.is_some() => {
-                if interrupted == Interrupted::Timeout {
-                    emit!(Event::Error(ExecutionError::timeout(req.timeout.unwrap_or_default())));
-                }
+                timeout_error!();
                 finish!(true, true);
             }
             _ = tokio::time::sleep_until(grace_until.unwrap_or(far)), if grace_until.is_some() => {
@@ -317,11 +331,8 @@ pub(super) async fn run_stream(
             }
         }
     }
-    if interrupted == Interrupted::Timeout {
-        emit!(Event::Error(ExecutionError::timeout(
-            req.timeout.unwrap_or_default()
-        )));
-    } else if let Some(e) = reply_error.filter(|_| !error_sent) {
+    timeout_error!();
+    if let Some(e) = reply_error.filter(|_| !error_sent && interrupted != Interrupted::Timeout) {
         emit!(Event::Error(e));
     }
     finish!(true, false)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::connection::{Channel, ConnectionError, ConnectionInfo, KernelConnection};
+use super::connection::{Channel, ConnectionError, ConnectionInfo, KernelConnection, Subscription};
 use super::kernelspec::{substitute, InterruptMode, KernelSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,8 @@ pub struct Kernel {
     pub spec: Arc<KernelSpec>,
     pub conn: KernelConnection,
     pub info: Value,
-    pid: i32,
+    process: ProcessGuard,
     exited: watch::Receiver<Option<String>>,
-    connection_file: PathBuf,
 }
 
 impl Kernel {
@@ -97,6 +96,11 @@ impl Kernel {
             source,
         })?;
 
+        // From here on, a failed launch removes the file (it holds the key) and kills the process.
+        let mut process = ProcessGuard {
+            pid: 0,
+            connection_file: connection_file.clone(),
+        };
         let argv: Vec<String> = spec
             .argv
             .iter()
@@ -126,15 +130,12 @@ impl Kernel {
         }
 
         reserved.release();
-        let mut child = cmd.spawn().map_err(|source| {
-            let _ = std::fs::remove_file(&connection_file);
-            KernelError::Spawn {
-                name: spec.name.clone(),
-                program: argv[0].clone(),
-                source,
-            }
+        let mut child = cmd.spawn().map_err(|source| KernelError::Spawn {
+            name: spec.name.clone(),
+            program: argv[0].clone(),
+            source,
         })?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        process.pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (exit_tx, exited) = watch::channel(None);
         tokio::spawn(async move {
             let status = match child.wait().await {
@@ -144,10 +145,6 @@ impl Kernel {
             let _ = exit_tx.send(Some(status));
         });
 
-        let mut kernel_guard = KillOnDrop {
-            pid,
-            connection_file: Some(connection_file.clone()),
-        };
         let name = spec.name.clone();
         wait_for_port(info.shell_port, &exited, &name).await?;
         let conn = KernelConnection::connect(&info).await?;
@@ -157,14 +154,12 @@ impl Kernel {
                 return Err(KernelError::ExitedEarly { name, status })
             }
         };
-        kernel_guard.disarm();
         let kernel = Kernel {
             spec,
             conn,
             info: kernel_info,
-            pid,
+            process,
             exited,
-            connection_file,
         };
         if let Some(code) = kernel.spec.startup_code.clone() {
             if let Err(detail) = kernel.run_silent(&code, Duration::from_secs(60)).await {
@@ -175,7 +170,7 @@ impl Kernel {
     }
 
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.process.pid
     }
 
     /// Resolves when the process has exited, with a description of its status.
@@ -191,7 +186,7 @@ impl Kernel {
     pub async fn interrupt(&self) -> Result<(), KernelError> {
         match self.spec.interrupt_mode {
             InterruptMode::Signal => {
-                signal(self.pid, libc::SIGINT, false);
+                signal(self.process.pid, libc::SIGINT, false);
                 Ok(())
             }
             InterruptMode::Message => {
@@ -205,43 +200,12 @@ impl Kernel {
 
     /// Runs `code` as a silent cell and waits for it to finish. `Err` carries the kernel's error.
     pub async fn run_silent(&self, code: &str, timeout: Duration) -> Result<(), String> {
-        let mut sub = self
+        let sub = self
             .conn
             .execute(code, true)
             .await
             .map_err(|e| e.to_string())?;
-        let work = async {
-            let (mut replied, mut idle) = (None, false);
-            while let Some(incoming) = sub.recv().await {
-                let msg = &incoming.msg;
-                match (incoming.channel, msg.msg_type()) {
-                    (Channel::Shell, "execute_reply") => {
-                        replied = Some(match msg.content_str("status") {
-                            "ok" => Ok(()),
-                            other => Err(format!(
-                                "{other}: {} {}",
-                                msg.content_str("ename"),
-                                msg.content_str("evalue")
-                            )),
-                        })
-                    }
-                    (Channel::IoPub, "status") if msg.content_str("execution_state") == "idle" => {
-                        idle = true
-                    }
-                    _ => {}
-                }
-                if idle {
-                    if let Some(r) = replied.take() {
-                        return r;
-                    }
-                }
-            }
-            Err("the kernel connection closed".to_string())
-        };
-        tokio::select! {
-            r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs()))),
-            status = wait_exit(self.exited.clone()) => Err(format!("the kernel exited ({status})")),
-        }
+        wait_silent(sub, self.exited(), timeout).await
     }
 
     /// `shutdown_request`, then SIGTERM, then SIGKILL to the process group, each after a grace
@@ -263,7 +227,7 @@ impl Kernel {
             (Some(libc::SIGKILL), Duration::from_secs(5)),
         ] {
             if let Some(sig) = sig {
-                signal(self.pid, sig, true);
+                signal(self.process.pid, sig, true);
             }
             if tokio::time::timeout(grace, wait_exit(self.exited.clone()))
                 .await
@@ -273,36 +237,22 @@ impl Kernel {
             }
         }
         // Whatever the kernel left in its group goes too.
-        signal(self.pid, libc::SIGKILL, true);
+        signal(self.process.pid, libc::SIGKILL, true);
     }
 }
 
-impl Drop for Kernel {
+/// The kernel's process group and connection file, removed when dropped: by a launch that fails
+/// part way, and by a [`Kernel`] going away (kernels never outlive their owner).
+struct ProcessGuard {
+    /// 0 until spawned.
+    pid: i32,
+    connection_file: PathBuf,
+}
+
+impl Drop for ProcessGuard {
     fn drop(&mut self) {
         signal(self.pid, libc::SIGKILL, true);
         let _ = std::fs::remove_file(&self.connection_file);
-    }
-}
-
-/// Kills a half-started kernel if launch fails part way.
-struct KillOnDrop {
-    pid: i32,
-    connection_file: Option<PathBuf>,
-}
-
-impl KillOnDrop {
-    fn disarm(&mut self) {
-        self.pid = 0;
-        self.connection_file = None;
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        signal(self.pid, libc::SIGKILL, true);
-        if let Some(f) = &self.connection_file {
-            let _ = std::fs::remove_file(f);
-        }
     }
 }
 
@@ -317,6 +267,47 @@ fn signal(pid: i32, sig: libc::c_int, group: bool) {
         } else {
             libc::kill(pid, sig);
         }
+    }
+}
+
+/// Waits for a silent cell already sent (its subscription) to finish: both the reply and `idle`,
+/// bounded by `timeout` and by the kernel's exit. `Err` carries the kernel's error.
+pub async fn wait_silent(
+    mut sub: Subscription,
+    exited: watch::Receiver<Option<String>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let work = async {
+        let (mut replied, mut idle) = (None, false);
+        while let Some(incoming) = sub.recv().await {
+            let msg = &incoming.msg;
+            match (incoming.channel, msg.msg_type()) {
+                (Channel::Shell, "execute_reply") => {
+                    replied = Some(match msg.content_str("status") {
+                        "ok" => Ok(()),
+                        other => Err(format!(
+                            "{other}: {} {}",
+                            msg.content_str("ename"),
+                            msg.content_str("evalue")
+                        )),
+                    })
+                }
+                (Channel::IoPub, "status") if msg.content_str("execution_state") == "idle" => {
+                    idle = true
+                }
+                _ => {}
+            }
+            if idle {
+                if let Some(r) = replied.take() {
+                    return r;
+                }
+            }
+        }
+        Err("the kernel connection closed".to_string())
+    };
+    tokio::select! {
+        r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs()))),
+        status = wait_exit(exited) => Err(format!("the kernel exited ({status})")),
     }
 }
 

@@ -267,14 +267,20 @@ fn unhex(s: &[u8]) -> Option<Vec<u8>> {
 
 /// Now as RFC 3339 UTC with microseconds and `Z`, the form ipykernel itself sends.
 pub fn now_rfc3339() -> String {
+    now_utc("Z")
+}
+
+/// The current time with microseconds and the given UTC suffix (`Z` or `+00:00`).
+fn now_utc(suffix: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:06}Z",
-        now.subsec_micros()
-    )
+    format_utc(now.as_secs() as i64, i64::from(now.subsec_micros()), suffix)
+}
+
+fn format_utc(epoch_secs: i64, micros: i64, suffix: &str) -> String {
+    let (y, mo, d, h, mi, s) = civil(epoch_secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}{suffix}")
 }
 
 /// Turns any date a kernel sends into the server's timestamp form,
@@ -283,7 +289,7 @@ pub fn now_rfc3339() -> String {
 /// unreadable becomes the current time rather than an error.
 pub fn timestamp_from_kernel(date: Option<&str>) -> String {
     date.and_then(parse_utc)
-        .unwrap_or_else(|| parse_utc(&now_rfc3339()).unwrap_or_default())
+        .unwrap_or_else(|| now_utc("+00:00"))
 }
 
 fn parse_utc(date: &str) -> Option<String> {
@@ -337,10 +343,7 @@ fn parse_utc(date: &str) -> Option<String> {
         _ => return None,
     };
     let epoch = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_secs;
-    let (y, mo, d, h, mi, s) = civil(epoch);
-    Some(format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}+00:00"
-    ))
+    Some(format_utc(epoch, micros, "+00:00"))
 }
 
 /// Seconds since the epoch → (year, month, day, hour, minute, second), proleptic Gregorian.

@@ -34,15 +34,8 @@ impl Agent {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe. The agent gets SIGTERM when the thread that
-        // started it exits, so a test binary never leaves agents (or their kernels) behind.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
-                Ok(())
-            });
-        }
+        // A test binary never leaves agents (or their kernels) behind.
+        die_with_this_thread(&mut cmd);
         let mut child = cmd.spawn().expect("spawn kernelbox agent");
         let stdout = child.stdout.take().expect("agent stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -104,6 +97,18 @@ fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// Makes the child get SIGTERM when the thread that starts it exits.
+pub fn die_with_this_thread(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
 }
 
 /// One agent shared by all tests of a test binary, started on a thread that lives as long as
