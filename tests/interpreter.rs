@@ -5,114 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::run::{
+    events, fold_streams, lines, new_context, run_fresh, run_in, scrub, wait_for_file,
+};
 use kernelbox::client::Client;
 use serde_json::{json, Value};
-
-/// Runs one `/execute` and returns its lines as JSON values, checking the wire format on the way:
-/// ASCII only, one object per line, ending with `end_of_execution`.
-async fn lines(url: &str, body: Value) -> Vec<Value> {
-    let res = reqwest::Client::new()
-        .post(format!("{url}/execute"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), 200, "status for {body}");
-    assert!(res.headers().get("content-type").is_none());
-    let text = res.text().await.expect("body");
-    assert!(text.is_ascii(), "stream must be ASCII");
-    assert!(
-        text.ends_with("{\"type\": \"end_of_execution\"}\n"),
-        "{text}"
-    );
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
-/// The same, with keepalives dropped (their count depends on timing).
-async fn events(url: &str, body: Value) -> Vec<Value> {
-    lines(url, body)
-        .await
-        .into_iter()
-        .filter(|l| l["type"] != "keepalive")
-        .collect()
-}
-
-async fn new_context(url: &str, language: &str) -> String {
-    Client::new(url)
-        .create_context(Some(language), None)
-        .await
-        .expect("create context")
-        .id
-}
-
-/// Runs `code` once in a new context of `language` (so execution counts start at 1).
-async fn run_fresh(url: &str, language: &str, code: &str) -> Vec<Value> {
-    let ctx = new_context(url, language).await;
-    run_in(url, &ctx, code).await
-}
-
-async fn run_in(url: &str, ctx: &str, code: &str) -> Vec<Value> {
-    events(url, json!({"code": code, "context_id": ctx})).await
-}
-
-/// Waits until a cell has created `path`: proof that it is running, independent of output timing.
-async fn wait_for_file(path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Replaces machine-specific strings (temp paths, ids) in every string of `v`, for snapshots.
-fn scrub(v: Value, replacements: &[(&str, &str)]) -> Value {
-    let mut text = v.to_string();
-    for (from, to) in replacements {
-        let from = serde_json::to_string(from).unwrap();
-        let to = serde_json::to_string(to).unwrap();
-        text = text.replace(&from[1..from.len() - 1], &to[1..to.len() - 1]);
-    }
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Merges consecutive stdout (or stderr) events, wherever a list of events appears: how a kernel
-/// splits its output into messages depends on timing, not on the code.
-fn fold_streams(v: Value) -> Value {
-    match v {
-        Value::Array(items) => {
-            let mut out: Vec<Value> = Vec::new();
-            for item in items.into_iter().map(fold_streams) {
-                let kind = item["type"].as_str().unwrap_or("").to_string();
-                if let Some(last) = out.last_mut() {
-                    if (kind == "stdout" || kind == "stderr")
-                        && last["type"] == kind.as_str()
-                        && item["text"].is_string()
-                    {
-                        let joined = format!(
-                            "{}{}",
-                            last["text"].as_str().unwrap_or(""),
-                            item["text"].as_str().unwrap_or("")
-                        );
-                        last["text"] = json!(joined);
-                        continue;
-                    }
-                }
-                out.push(item);
-            }
-            Value::Array(out)
-        }
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (k, fold_streams(v))).collect())
-        }
-        other => other,
-    }
-}
 
 macro_rules! snap {
     ($name:expr, $value:expr) => {
