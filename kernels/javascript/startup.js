@@ -8,6 +8,8 @@
 //   * globalThis.require: Node's CommonJS require, resolved from the *current* working directory
 //     at every call (so `process.chdir(dir)` after `npm install x` in dir makes `require('x')`
 //     work), plus require.resolve / require.cache. Builtins work too: require('fs'), require('node:path').
+//   * Interrupting a cell that awaits (see "interrupts" below): on SIGUSR2 from the agent, every
+//     pending promise made with `new Promise` and every `fetch` rejects with an AbortError.
 //   * Output ordering: a short pause after each cell's result so that its stream output and
 //     execute_result reach iopub before `status: idle` (see the comment at the end).
 //
@@ -42,6 +44,90 @@ await (async () => {
     configurable: true,
     enumerable: false,
   });
+
+  // --- interrupts ---------------------------------------------------------------------------
+  // Deno's own interrupt (interrupt_request) terminates *running* JavaScript. A cell that awaits
+  // runs nothing, so the termination lands on whatever runs next (the timer that would have
+  // settled the await) and the cell never ends. An await can only end if what it awaits
+  // settles, so kernelbox makes the usual things a cell awaits rejectable: promises built with
+  // the global `Promise` constructor (timers wrapped in a promise, hand-made deferreds, promises
+  // that never settle) and `fetch`. The agent sends SIGUSR2 first (kernel.json:
+  // metadata.kernelbox.interrupt_signal); the listener runs on the event loop, which is free
+  // while the cell awaits, and rejects everything pending with an AbortError, the web platform's
+  // cancellation error: the await throws, the cell ends, and the context keeps its state. A cell
+  // that is busy instead (a loop that never yields) does not let the listener run; the agent
+  // then follows with interrupt_request, and a cell that ends neither way is restarted.
+  // What this cannot reach (a native promise such as `Deno.readFile`'s) ends in that restart.
+  // Scope: the listener rejects every pending promise it knows, including ones of background
+  // work started by earlier cells; it only fires while the agent runs a cell.
+  const interruptsKey = Symbol.for("kernelbox.interrupts");
+  if (!globalThis[interruptsKey]) {
+    const pending = new Set();
+    Object.defineProperty(globalThis, interruptsKey, { value: pending });
+    // A promise that is never settled stays listed; past this many the oldest are forgotten
+    // (they can then only be ended by the restart fallback).
+    const MAX_PENDING = 10000;
+    const track = (entry) => {
+      if (pending.size >= MAX_PENDING) pending.delete(pending.values().next().value);
+      pending.add(entry);
+    };
+    const NativePromise = globalThis.Promise;
+    const construct = (target, args, newTarget) => {
+      const [executor] = args;
+      if (typeof executor !== "function") {
+        return Reflect.construct(target, args, newTarget);
+      }
+      return Reflect.construct(target, [(resolve, reject) => {
+        const entry = { abort: reject };
+        track(entry);
+        const settle = (fn) => (value) => {
+          pending.delete(entry);
+          fn(value);
+        };
+        try {
+          return executor(settle(resolve), settle(reject));
+        } catch (err) {
+          pending.delete(entry);
+          throw err;
+        }
+      }], newTarget);
+    };
+    globalThis.Promise = new Proxy(NativePromise, { construct });
+
+    const nativeFetch = globalThis.fetch;
+    globalThis.fetch = function fetch(input, init) {
+      const controller = new AbortController();
+      const entry = { abort: (reason) => controller.abort(reason) };
+      const own = controller.signal;
+      const theirs = init?.signal ?? (input instanceof Request ? input.signal : undefined);
+      const signal = theirs ? AbortSignal.any([theirs, own]) : own;
+      track(entry);
+      // Our own promise (not a handler on fetch's) so an unhandled rejection is still reported.
+      return new NativePromise((resolve, reject) => {
+        nativeFetch(input, { ...init, signal }).then(
+          (response) => {
+            pending.delete(entry);
+            resolve(response);
+          },
+          (err) => {
+            pending.delete(entry);
+            reject(err);
+          },
+        );
+      });
+    };
+
+    Deno.addSignalListener("SIGUSR2", () => {
+      const error = new DOMException("The execution was interrupted", "AbortError");
+      Object.defineProperty(error, "stack", {
+        value: "AbortError: The execution was interrupted",
+        configurable: true,
+      });
+      const entries = [...pending];
+      pending.clear();
+      for (const entry of entries) entry.abort(error);
+    });
+  }
 
   // --- output ordering ----------------------------------------------------------------------
   // Deno's kernel thread publishes `status: idle` as soon as the REPL isolate has evaluated the

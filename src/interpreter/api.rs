@@ -265,11 +265,7 @@ async fn interrupt_context(
     State(state): State<Arc<Interpreter>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let ctx = state.contexts.get(&id)?;
-    ctx.interrupt().await.map_err(|e| ApiError::Interrupt {
-        id: id.clone(),
-        reason: e.to_string(),
-    })?;
+    state.contexts.get(&id)?.interrupt();
     Ok(Json(Value::Null))
 }
 

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::env::{self, Syntax};
 use super::execution::ExecutionError;
-use super::stream::{run_stream, EndReason, EventSink};
+use super::stream::{EndReason, EventSink, ExecutionStream};
 use crate::jupyter::process::wait_silent;
 use crate::jupyter::{Kernel, KernelError, KernelSpec, LaunchOptions, Subscription};
 
@@ -49,6 +49,9 @@ pub struct Context {
     current: RwLock<Arc<Generation>>,
     /// Serialises executions: one at a time per kernel.
     exec_lock: Mutex<()>,
+    /// Ticks for every `POST /contexts/{id}/interrupt`; the running execution (if any) watches
+    /// it and runs the interrupt with the same bounded escalation as a timeout or disconnect.
+    interrupts: watch::Sender<u64>,
     deleted: std::sync::atomic::AtomicBool,
 }
 
@@ -69,6 +72,7 @@ impl Context {
             launch,
             current: RwLock::new(generation.clone()),
             exec_lock: Mutex::new(()),
+            interrupts: watch::Sender::new(0),
             deleted: Default::default(),
         });
         ctx.supervise(generation);
@@ -141,10 +145,10 @@ impl Context {
         self.replace_kernel(EndReason::Restarted, None).await
     }
 
-    /// Interrupts whatever is running.
-    pub async fn interrupt(&self) -> Result<(), KernelError> {
-        let generation = self.current.read().await.clone();
-        generation.kernel.interrupt().await
+    /// Interrupts the running execution, if any. Nothing is sent to an idle kernel: Deno's
+    /// interrupt would stop the *next* cell instead.
+    pub fn interrupt(&self) {
+        self.interrupts.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Stops the kernel for good; running executions end with `UnexpectedEndOfExecution`.
@@ -170,6 +174,8 @@ impl Context {
             tracing::info!("client left while waiting for the context; not running");
             return;
         };
+        // Interrupts from here on are for this execution.
+        let interrupts = self.interrupts.subscribe();
         let Some(mut generation) = sink.wait(async { self.current.read().await.clone() }).await
         else {
             return;
@@ -226,7 +232,9 @@ impl Context {
             check_silent("env", env_sub, kernel);
         }
 
-        let outcome = run_stream(kernel, sub, &mut end_rx, &req, &sink).await;
+        let outcome = ExecutionStream::new(kernel, req.timeout, &sink)
+            .run(sub, &mut end_rx, interrupts)
+            .await;
         // The response ends here; clean-up below still holds the context's lock, so the next
         // execution waits for it, but this client does not.
         drop(sink);

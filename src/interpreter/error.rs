@@ -17,8 +17,6 @@ pub enum ApiError {
     WorkingDirectory(String),
     #[error("Failed to restart context {id}: {reason}")]
     Restart { id: String, reason: String },
-    #[error("Failed to interrupt context {id}: {reason}")]
-    Interrupt { id: String, reason: String },
     /// Request validation, FastAPI-style: the list of `detail` entries.
     #[error("validation failed")]
     Validation(Vec<Value>),
@@ -32,8 +30,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CreateContext(_)
             | ApiError::WorkingDirectory(_)
-            | ApiError::Restart { .. }
-            | ApiError::Interrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | ApiError::Restart { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -134,12 +134,40 @@ impl ExecutionError {
 
     /// kernelbox's `timeout` extension fired.
     pub fn timeout(secs: f64) -> ExecutionError {
-        let n = if secs.fract() == 0.0 && secs < 1e15 {
-            format!("{}", secs as i64)
-        } else {
-            format!("{secs}")
-        };
-        Self::new("TimeoutError", format!("Execution timed out after {n} s"))
+        Self::new(
+            "TimeoutError",
+            format!("Execution timed out after {} s", seconds(secs)),
+        )
+    }
+
+    /// The `timeout` fired and the interrupted cell did not stop, so its kernel was replaced.
+    pub fn timeout_state_lost(secs: f64) -> ExecutionError {
+        Self::new(
+            "TimeoutError",
+            format!(
+                "Execution timed out after {} s and did not stop when interrupted: the context \
+                 was restarted and its state (variables, imports) was lost",
+                seconds(secs)
+            ),
+        )
+    }
+
+    /// An interrupted cell did not stop, so its kernel was replaced.
+    pub fn interrupt_state_lost() -> ExecutionError {
+        Self::new(
+            "ContextRestarting",
+            "The interrupted execution did not stop: the context was restarted and its state \
+             (variables, imports) was lost",
+        )
+    }
+}
+
+/// Seconds as the user wrote them: `1`, not `1.0`.
+fn seconds(secs: f64) -> String {
+    if secs.fract() == 0.0 && secs < 1e15 {
+        format!("{}", secs as i64)
+    } else {
+        format!("{secs}")
     }
 }
 

@@ -1,19 +1,31 @@
 //! One execution's stream: how kernel messages become events, when an execution is done, and how
 //! interrupts, timeouts, client disconnects, restarts and kernel death end it. The context
-//! (`context`) decides which kernel runs it and cleans up after it.
+//! (`context`) decides which kernel runs it and cleans up after it; this module knows nothing of
+//! contexts.
+//!
+//! Every way an execution is cut short goes through one bounded escalation: the kernel is
+//! interrupted (for Deno first with the prelude's signal, which abandons what a cell awaits, then
+//! with Jupyter's interrupt for a cell that is busy), and a cell that has still not ended after
+//! [`INTERRUPT_GRACE`] costs the context its kernel, with an error that says the state was lost.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use super::context::ExecuteRequest;
 use super::execution::{stream_line, Event, ExecutionError, ExecutionResult};
-use crate::jupyter::{wire, Channel, Kernel, Subscription};
+use crate::jupyter::{wire, Channel, Incoming, Kernel, Subscription};
 
-/// How long an interrupted cell may take to go idle before the kernel is restarted instead.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// How long an interrupted cell may take to end before its kernel is replaced. Kernels answer an
+/// interrupt in milliseconds when it takes; waiting longer only keeps the user waiting.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1500);
+/// Bound on Jupyter's `interrupt_request` round trip, so a kernel that never answers it cannot
+/// stall the stream's loop past the grace period.
+const INTERRUPT_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a dying kernel's generation has to say why it ended.
+const END_REASON_WAIT: Duration = Duration::from_secs(5);
 /// Lines are written at most this long after they are produced...
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// ...or as soon as this much is gathered.
@@ -92,250 +104,441 @@ impl EventSink {
 pub(super) struct Outcome {
     /// The kernel is still the one the execution ran on (env vars can be restored in it).
     pub kernel_alive: bool,
-    /// An interrupted cell never went idle: the kernel must be replaced.
+    /// An interrupted cell never ended: the kernel must be replaced.
     pub needs_restart: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Interrupted {
-    No,
+/// Why an execution is being interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The client went away mid-stream.
     Disconnect,
+    /// kernelbox's `timeout` field.
     Timeout,
+    /// `POST /contexts/{id}/interrupt`.
+    Endpoint,
 }
 
-// `emit!` records the last write time even on the final emits, where nothing reads it again.
-#[allow(unused_assignments)]
-/// The heart of an execution: maps kernel messages to events until both `execute_reply` and
-/// `status: idle` have arrived (they come on different sockets in either order, and output can
-/// follow the reply), or something ends it early.
-pub(super) async fn run_stream(
-    kernel: &Kernel,
-    mut sub: Subscription,
-    end_rx: &mut watch::Receiver<Option<EndReason>>,
-    req: &ExecuteRequest,
-    sink: &EventSink,
-) -> Outcome {
-    let mut client = true;
-    let mut replied = false;
-    let mut idle = false;
-    let mut error_sent = false;
-    let mut reply_error: Option<ExecutionError> = None;
-    let mut interrupted = Interrupted::No;
-    let mut interrupt_deadline: Option<tokio::time::Instant> = None;
-    let timeout_at = req
-        .timeout
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.min(1e9)));
-    let mut last_write = tokio::time::Instant::now();
+/// An interrupt under way: its cause and the times of its next steps.
+struct Interrupt {
+    cause: Cause,
+    /// When to follow the kernel's await-interrupt signal with Jupyter's interrupt.
+    escalate_at: Option<Instant>,
+    /// When to give up on the cell and replace the kernel.
+    give_up_at: Instant,
+}
 
-    // Lines are gathered for up to FLUSH_DELAY (or FLUSH_BYTES) and written as one chunk, and at
-    // once when the execution ends: a quick cell costs the client one wake-up instead of one per
-    // line, while output still streams within milliseconds.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut flush_at: Option<tokio::time::Instant> = None;
-    macro_rules! flush {
-        () => {
-            flush_at = None;
-            if client && !pending.is_empty() {
-                if sink.send_line(std::mem::take(&mut pending)).await {
-                    last_write = tokio::time::Instant::now();
-                } else {
-                    client = false;
-                }
-            }
-            pending.clear();
-        };
-    }
-    macro_rules! queue_line {
-        ($line:expr) => {
-            if client {
-                pending.extend_from_slice(&$line);
-                if pending.len() >= FLUSH_BYTES {
-                    flush!();
-                } else if flush_at.is_none() {
-                    flush_at = Some(tokio::time::Instant::now() + FLUSH_DELAY);
-                }
-            }
-        };
-    }
-    macro_rules! emit {
-        ($ev:expr) => {
-            queue_line!($ev.to_line())
-        };
-    }
-    // Every way out: the closing line, then whatever is gathered, in one write.
-    macro_rules! finish {
-        ($kernel_alive:expr, $needs_restart:expr) => {{
-            emit!(Event::EndOfExecution);
-            flush!();
-            return Outcome {
-                kernel_alive: $kernel_alive,
-                needs_restart: $needs_restart,
-            };
-        }};
+/// The response body as it is being written: lines are gathered for up to FLUSH_DELAY (or
+/// FLUSH_BYTES) and written as one chunk, and at once when the execution ends, so a quick cell
+/// costs the client one wake-up instead of one per line while output still streams within
+/// milliseconds.
+struct Output<'a> {
+    sink: &'a EventSink,
+    /// False once the client is gone; nothing is gathered after that.
+    client: bool,
+    pending: Vec<u8>,
+    flush_at: Option<Instant>,
+    last_write: Instant,
+}
+
+impl Output<'_> {
+    fn queue(&mut self, line: &[u8]) -> bool {
+        if !self.client {
+            return false;
+        }
+        self.pending.extend_from_slice(line);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + FLUSH_DELAY);
+        }
+        self.pending.len() >= FLUSH_BYTES
     }
 
-    // Interrupts the kernel (for a gone client or the timeout) and starts the bounded wait for
-    // the cell to go idle.
-    macro_rules! start_interrupt {
-        ($why:expr, $log:expr) => {
-            tracing::info!($log);
-            interrupted = $why;
-            interrupt_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
-            if let Err(e) = kernel.interrupt().await {
-                tracing::warn!(error = %e, "interrupt failed");
-            }
-        };
-    }
-    // The one error a timed-out execution reports, whatever the kernel said after the interrupt.
-    macro_rules! timeout_error {
-        () => {
-            if interrupted == Interrupted::Timeout {
-                emit!(Event::Error(ExecutionError::timeout(
-                    req.timeout.unwrap_or_default()
-                )));
-            }
-        };
+    /// Queues one line, writing at once when enough has gathered.
+    async fn line(&mut self, line: Vec<u8>) {
+        if self.client && self.pending.is_empty() && line.len() >= FLUSH_BYTES {
+            // Large output goes out as it is, without another copy.
+            self.pending = line;
+            self.flush().await;
+        } else if self.queue(&line) {
+            self.flush().await;
+        }
     }
 
-    let grace = kernel.spec.output_grace;
-    // After idle and the reply: how long to wait for late output (zero for most kernels).
-    let mut grace_until: Option<tokio::time::Instant> = None;
-    loop {
-        if replied && idle {
-            let now = tokio::time::Instant::now();
-            match grace_until {
-                _ if grace.is_zero() => break,
-                Some(t) if now >= t => break,
-                Some(_) => {}
-                None => grace_until = Some(now + grace),
+    async fn emit(&mut self, event: &Event) {
+        self.line(event.to_line()).await
+    }
+
+    async fn flush(&mut self) {
+        self.flush_at = None;
+        if self.client && !self.pending.is_empty() {
+            if self.sink.send_line(std::mem::take(&mut self.pending)).await {
+                self.last_write = Instant::now();
+            } else {
+                self.client = false;
             }
         }
-        if !client && interrupted == Interrupted::No {
-            start_interrupt!(
-                Interrupted::Disconnect,
-                "client disconnected during execution; interrupting the kernel"
-            );
+        self.pending.clear();
+    }
+
+    fn keepalive_at(&self) -> Instant {
+        self.last_write + self.sink.keepalive
+    }
+}
+
+/// The state of one execution between its request and its `end_of_execution`.
+pub(super) struct ExecutionStream<'a> {
+    kernel: &'a Kernel,
+    /// The `timeout` field, in seconds.
+    timeout: Option<f64>,
+    timeout_at: Option<Instant>,
+    out: Output<'a>,
+    /// The kernel said it started this cell (`execute_input`): an interrupt sent before that
+    /// could land before the cell runs and be lost, so causes wait for it.
+    started: bool,
+    replied: bool,
+    idle: bool,
+    /// An execution reports at most one error.
+    error_sent: bool,
+    /// An error from `execute_reply`, held until idle: the reply overtakes iopub (another
+    /// socket), and an iopub `error` for the same cell says more.
+    reply_error: Option<ExecutionError>,
+    /// A cause that arrived before the cell started.
+    deferred: Option<Cause>,
+    interrupt: Option<Interrupt>,
+    /// After idle and the reply: until when to keep listening for late output.
+    grace_until: Option<Instant>,
+}
+
+/// What ended the wait of one turn of the loop.
+enum Step {
+    Message(Option<Box<Incoming>>),
+    Ended(Option<EndReason>),
+    ClientGone,
+    InterruptRequested,
+    InterruptsClosed,
+    TimedOut,
+    Escalate,
+    GiveUp,
+    Wake,
+    Flush,
+    Keepalive,
+}
+
+impl<'a> ExecutionStream<'a> {
+    pub(super) fn new(kernel: &'a Kernel, timeout: Option<f64>, sink: &'a EventSink) -> Self {
+        let now = Instant::now();
+        let timeout = timeout.filter(|t| t.is_finite() && *t > 0.0);
+        ExecutionStream {
+            kernel,
+            timeout,
+            timeout_at: timeout.map(|t| now + Duration::from_secs_f64(t.min(1e9))),
+            out: Output {
+                sink,
+                client: true,
+                pending: Vec::new(),
+                flush_at: None,
+                last_write: now,
+            },
+            started: false,
+            replied: false,
+            idle: false,
+            error_sent: false,
+            reply_error: None,
+            deferred: None,
+            interrupt: None,
+            grace_until: None,
         }
-        let keepalive_at = last_write + sink.keepalive;
-        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    }
+
+    /// Maps kernel messages to events until both `execute_reply` and `status: idle` have arrived
+    /// (they come on different sockets in either order, and output can follow the reply), or
+    /// something ends the execution early. `interrupts` ticks for every interrupt request.
+    pub(super) async fn run(
+        mut self,
+        mut sub: Subscription,
+        end_rx: &mut watch::Receiver<Option<EndReason>>,
+        mut interrupts: watch::Receiver<u64>,
+    ) -> Outcome {
+        let mut interrupts_open = true;
+        loop {
+            if self.done() {
+                return self.finish_normally().await;
+            }
+            if !self.out.client {
+                self.request_interrupt(Cause::Disconnect).await;
+            }
+            let step = self
+                .next_step(&mut sub, end_rx, &mut interrupts, interrupts_open)
+                .await;
+            match step {
+                Step::Message(Some(incoming)) => self.on_message(*incoming).await,
+                Step::Message(None) => {
+                    // The connection's readers are gone: the kernel is dying. Its generation's
+                    // end signal says why.
+                    let reason = wait_end_reason(end_rx).await;
+                    return self.finish_ended(reason).await;
+                }
+                Step::Ended(Some(reason)) => return self.finish_ended(reason).await,
+                Step::Ended(None) | Step::Wake => {}
+                Step::ClientGone => self.out.client = false,
+                Step::InterruptRequested => self.request_interrupt(Cause::Endpoint).await,
+                Step::InterruptsClosed => interrupts_open = false,
+                Step::TimedOut => self.request_interrupt(Cause::Timeout).await,
+                Step::Escalate => self.escalate().await,
+                Step::GiveUp => return self.finish_stuck().await,
+                Step::Flush => self.out.flush().await,
+                Step::Keepalive => {
+                    self.out.emit(&Event::Keepalive).await;
+                    self.out.flush().await;
+                }
+            }
+        }
+    }
+
+    /// Waits for whatever happens next.
+    async fn next_step(
+        &self,
+        sub: &mut Subscription,
+        end_rx: &mut watch::Receiver<Option<EndReason>>,
+        interrupts: &mut watch::Receiver<u64>,
+        interrupts_open: bool,
+    ) -> Step {
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let at = |t: Option<Instant>| t.unwrap_or(far);
+        let waiting = self.interrupt.is_none() && self.deferred.is_none();
+        let escalate_at = self.interrupt.as_ref().and_then(|i| i.escalate_at);
+        let give_up_at = self.interrupt.as_ref().map(|i| i.give_up_at);
+        let sink = self.out.sink;
         tokio::select! {
             biased;
-            incoming = sub.recv() => {
-                let Some(incoming) = incoming else {
-                    // The connection's readers are gone: the kernel is dying. Its generation's
-                    // end signal says why; wait for it briefly.
-                    let reason = tokio::time::timeout(Duration::from_secs(5), async {
-                        loop {
-                            let current = *end_rx.borrow_and_update();
-                            if let Some(r) = current { return r; }
-                            if end_rx.changed().await.is_err() { return EndReason::Deleted; }
-                        }
-                    }).await.unwrap_or(EndReason::Died);
-                    if !error_sent { emit!(Event::Error(reason.error())); }
-                    finish!(false, false);
-                };
-                if grace_until.is_some() {
-                    grace_until = Some(tokio::time::Instant::now() + grace);
+            incoming = sub.recv() => Step::Message(incoming.map(Box::new)),
+            changed = end_rx.changed() => Step::Ended(match changed {
+                Ok(()) => *end_rx.borrow_and_update(),
+                Err(_) => Some(EndReason::Deleted),
+            }),
+            _ = sink.closed(), if self.out.client => Step::ClientGone,
+            changed = interrupts.changed(), if interrupts_open && waiting => match changed {
+                Ok(()) => Step::InterruptRequested,
+                Err(_) => Step::InterruptsClosed,
+            },
+            _ = tokio::time::sleep_until(at(self.timeout_at)), if waiting && self.timeout_at.is_some() => Step::TimedOut,
+            _ = tokio::time::sleep_until(at(escalate_at)), if escalate_at.is_some() => Step::Escalate,
+            _ = tokio::time::sleep_until(at(give_up_at)), if give_up_at.is_some() => Step::GiveUp,
+            _ = tokio::time::sleep_until(at(self.grace_until)), if self.grace_until.is_some() => Step::Wake,
+            _ = tokio::time::sleep_until(at(self.out.flush_at)), if self.out.flush_at.is_some() => Step::Flush,
+            _ = tokio::time::sleep_until(self.out.keepalive_at()), if self.out.client && self.out.pending.is_empty() => Step::Keepalive,
+        }
+    }
+
+    /// True once the reply and idle have arrived and the kernel's output grace has passed.
+    fn done(&mut self) -> bool {
+        if !(self.replied && self.idle) {
+            return false;
+        }
+        let grace = self.kernel.spec.output_grace;
+        let now = Instant::now();
+        match self.grace_until {
+            _ if grace.is_zero() => true,
+            Some(t) => now >= t,
+            None => {
+                self.grace_until = Some(now + grace);
+                false
+            }
+        }
+    }
+
+    async fn on_message(&mut self, incoming: Incoming) {
+        if let Some(until) = self.grace_until.as_mut() {
+            *until = Instant::now() + self.kernel.spec.output_grace;
+        }
+        let msg = &incoming.msg;
+        match (incoming.channel, msg.msg_type()) {
+            (Channel::IoPub, "execute_input") => {
+                let n = msg
+                    .content
+                    .get("execution_count")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                self.out
+                    .emit(&Event::NumberOfExecutions { execution_count: n })
+                    .await;
+                self.started = true;
+                if let Some(cause) = self.deferred.take() {
+                    self.start_interrupt(cause).await;
                 }
-                let msg = &incoming.msg;
-                match (incoming.channel, msg.msg_type()) {
-                    (Channel::IoPub, "execute_input") => {
-                        let n = msg.content.get("execution_count").and_then(Value::as_i64).unwrap_or(0);
-                        emit!(Event::NumberOfExecutions { execution_count: n });
+            }
+            (Channel::IoPub, "stream") if self.out.client => {
+                let kind = if msg.content_str("name") == "stderr" {
+                    "stderr"
+                } else {
+                    "stdout"
+                };
+                let timestamp = wire::timestamp_from_kernel(msg.date());
+                let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
+                self.out.line(line).await;
+            }
+            (Channel::IoPub, kind @ ("display_data" | "execute_result")) => {
+                let data = msg.content.get("data").cloned().unwrap_or(Value::Null);
+                let result = ExecutionResult::from_bundle(&data, kind == "execute_result");
+                self.out.emit(&Event::Result(Box::new(result))).await;
+            }
+            (Channel::IoPub, "error") => self.report(kernel_error(&msg.content)).await,
+            (Channel::IoPub, "status") => match msg.content_str("execution_state") {
+                "idle" => self.idle = true,
+                "error" => {
+                    let e =
+                        ExecutionError::new("KernelError", "The kernel reported an error state");
+                    self.report(e).await;
+                    self.idle = true;
+                    self.replied = true;
+                }
+                _ => {}
+            },
+            (Channel::Shell, "execute_reply") => {
+                self.replied = true;
+                match msg.content_str("status") {
+                    "error" if self.reply_error.is_none() => {
+                        self.reply_error = Some(kernel_error(&msg.content));
                     }
-                    (Channel::IoPub, "stream") => {
-                        let kind = if msg.content_str("name") == "stderr" { "stderr" } else { "stdout" };
-                        let timestamp = wire::timestamp_from_kernel(msg.date());
-                        if client {
-                            let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
-                            if pending.is_empty() && line.len() >= FLUSH_BYTES {
-                                // Large output goes out as it is, without another copy.
-                                pending = line;
-                                flush!();
-                            } else {
-                                queue_line!(line);
-                            }
+                    "abort" | "aborted" => {
+                        self.report(ExecutionError::aborted()).await;
+                        // A request aborted while queued gets nothing more, so don't wait for
+                        // idle. One that ran still gets idle, and only then is the kernel ready:
+                        // IRkernel aborts whatever is queued *after* its reply to an interrupted
+                        // cell, so a follow-up sent on the reply alone would be aborted too.
+                        if !self.started {
+                            self.idle = true;
                         }
                     }
-                    (Channel::IoPub, kind @ ("display_data" | "execute_result")) => {
-                        let data = msg.content.get("data").cloned().unwrap_or(Value::Null);
-                        emit!(Event::Result(Box::new(ExecutionResult::from_bundle(&data, kind == "execute_result"))));
-                    }
-                    (Channel::IoPub, "error") if !error_sent && interrupted != Interrupted::Timeout => {
-                        error_sent = true;
-                        emit!(Event::Error(kernel_error(&msg.content)));
-                    }
-                    (Channel::IoPub, "status") => match msg.content_str("execution_state") {
-                        "idle" => idle = true,
-                        "error" => {
-                            if !error_sent {
-                                error_sent = true;
-                                emit!(Event::Error(ExecutionError::new("KernelError", "The kernel reported an error state")));
-                            }
-                            idle = true;
-                            replied = true;
-                        }
-                        _ => {}
-                    },
-                    (Channel::Shell, "execute_reply") => {
-                        replied = true;
-                        match msg.content_str("status") {
-                            // Held until idle: the reply overtakes iopub (it is another
-                            // socket), and an iopub `error` for the same cell says more.
-                            "error" if !error_sent && interrupted != Interrupted::Timeout => {
-                                reply_error = Some(kernel_error(&msg.content));
-                            }
-                            "abort" | "aborted" => {
-                                if !error_sent {
-                                    error_sent = true;
-                                    emit!(Event::Error(ExecutionError::aborted()));
-                                }
-                                // An aborted request gets no more output; don't wait for idle.
-                                idle = true;
-                            }
-                            _ => {}
-                        }
-                    }
-                    // update_display_data, clear_output, comms, input requests: the SDKs have no
-                    // event for them; dropping them must not stall anything.
                     _ => {}
                 }
             }
-            changed = end_rx.changed() => {
-                let reason = if changed.is_ok() { let r = *end_rx.borrow_and_update(); r } else { Some(EndReason::Deleted) };
-                if let Some(reason) = reason {
-                    if !error_sent { emit!(Event::Error(reason.error())); }
-                    finish!(false, false);
-                }
-            }
-            _ = sink.closed(), if client => {
-                client = false;
-            }
-            _ = tokio::time::sleep_until(timeout_at.unwrap_or(far)), if interrupted == Interrupted::No && timeout_at.is_some() => {
-                start_interrupt!(Interrupted::Timeout, "execution timed out; interrupting the kernel");
-            }
-            _ = tokio::time::sleep_until(interrupt_deadline.unwrap_or(far)), if interrupt_deadline.is_some() => {
-                timeout_error!();
-                finish!(true, true);
-            }
-            _ = tokio::time::sleep_until(grace_until.unwrap_or(far)), if grace_until.is_some() => {
-                // Quiet for the whole grace period: the loop's check ends the execution.
-            }
-            _ = tokio::time::sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => {
-                flush!();
-            }
-            _ = tokio::time::sleep_until(keepalive_at), if client && pending.is_empty() => {
-                emit!(Event::Keepalive);
-                flush!();
-            }
+            // update_display_data, clear_output, comms, input requests: the SDKs have no event
+            // for them; dropping them must not stall anything.
+            _ => {}
         }
     }
-    timeout_error!();
-    if let Some(e) = reply_error.filter(|_| !error_sent && interrupted != Interrupted::Timeout) {
-        emit!(Event::Error(e));
+
+    /// Reports an error unless one was already reported. A timed-out execution reports only its
+    /// `TimeoutError` (at the end), whatever the kernel says about the interrupt.
+    async fn report(&mut self, error: ExecutionError) {
+        if self.error_sent || self.cause() == Some(Cause::Timeout) {
+            return;
+        }
+        self.error_sent = true;
+        self.out.emit(&Event::Error(error)).await;
     }
-    finish!(true, false)
+
+    fn cause(&self) -> Option<Cause> {
+        self.interrupt.as_ref().map(|i| i.cause)
+    }
+
+    /// The first cause wins; a cause that arrives before the cell started waits for it.
+    async fn request_interrupt(&mut self, cause: Cause) {
+        if self.interrupt.is_some() || self.deferred.is_some() {
+            return;
+        }
+        if self.started {
+            self.start_interrupt(cause).await;
+        } else {
+            self.deferred = Some(cause);
+        }
+    }
+
+    async fn start_interrupt(&mut self, cause: Cause) {
+        tracing::info!(?cause, "interrupting the kernel");
+        let now = Instant::now();
+        let escalate_at = self
+            .kernel
+            .spec
+            .await_interrupt
+            .map(|step| now + step.escalate_after);
+        self.interrupt = Some(Interrupt {
+            cause,
+            escalate_at,
+            give_up_at: now + INTERRUPT_GRACE,
+        });
+        if let Err(e) = self.kernel.interrupt().await {
+            tracing::warn!(error = %e, "interrupt failed");
+        }
+    }
+
+    /// The await-interrupt signal did not end the cell: it is busy, so interrupt it the
+    /// standard way too.
+    async fn escalate(&mut self) {
+        if let Some(interrupt) = self.interrupt.as_mut() {
+            interrupt.escalate_at = None;
+        }
+        tracing::info!("cell still running; sending the kernel's standard interrupt");
+        let sent =
+            tokio::time::timeout(INTERRUPT_REQUEST_TIMEOUT, self.kernel.interrupt_standard()).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "interrupt failed"),
+            Err(_) => tracing::warn!("the kernel did not answer the interrupt request"),
+        }
+    }
+
+    /// Every way out: a timed-out execution's one error if it has none yet, the closing line,
+    /// then whatever is gathered, in one write.
+    async fn finish(mut self, kernel_alive: bool, needs_restart: bool) -> Outcome {
+        if self.cause() == Some(Cause::Timeout) && !self.error_sent {
+            let error = ExecutionError::timeout(self.timeout.unwrap_or_default());
+            self.out.emit(&Event::Error(error)).await;
+        }
+        self.out.emit(&Event::EndOfExecution).await;
+        self.out.flush().await;
+        Outcome {
+            kernel_alive,
+            needs_restart,
+        }
+    }
+
+    async fn finish_normally(mut self) -> Outcome {
+        if let Some(error) = self.reply_error.take() {
+            self.report(error).await;
+        }
+        self.finish(true, false).await
+    }
+
+    async fn finish_ended(mut self, reason: EndReason) -> Outcome {
+        self.report(reason.error()).await;
+        self.finish(false, false).await
+    }
+
+    /// The interrupted cell did not end: its kernel will be replaced, and the error says so.
+    async fn finish_stuck(mut self) -> Outcome {
+        tracing::warn!("the interrupted cell did not stop; its kernel will be replaced");
+        if !self.error_sent {
+            let error = match self.cause() {
+                Some(Cause::Timeout) => {
+                    ExecutionError::timeout_state_lost(self.timeout.unwrap_or_default())
+                }
+                _ => ExecutionError::interrupt_state_lost(),
+            };
+            self.error_sent = true;
+            self.out.emit(&Event::Error(error)).await;
+        }
+        self.finish(true, true).await
+    }
+}
+
+/// Why the kernel's generation ended, once it says; `Died` if it does not say in time.
+async fn wait_end_reason(end_rx: &mut watch::Receiver<Option<EndReason>>) -> EndReason {
+    let wait = async {
+        loop {
+            let current = *end_rx.borrow_and_update();
+            if let Some(reason) = current {
+                return reason;
+            }
+            if end_rx.changed().await.is_err() {
+                return EndReason::Deleted;
+            }
+        }
+    };
+    tokio::time::timeout(END_REASON_WAIT, wait)
+        .await
+        .unwrap_or(EndReason::Died)
 }
 
 /// An error from the kernel's `error` message or `execute_reply`, traceback joined with `""`.

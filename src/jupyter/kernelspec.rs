@@ -38,7 +38,24 @@ pub struct KernelSpec {
     /// `metadata.kernelbox.output_grace_ms`. Deno's kernel sends `idle` before its output queue
     /// has drained, and labels what drains later with whatever request is current by then.
     pub output_grace: std::time::Duration,
+    /// A signal the kernel's start-up code handles as "abandon what the cell awaits", from
+    /// `metadata.kernelbox.interrupt_signal`. Deno's own interrupt only stops *running*
+    /// JavaScript; a cell that awaits is ended by this signal, and `interrupt_mode` follows after
+    /// `interrupt_escalate` if the cell is still busy (a loop that never yields).
+    pub await_interrupt: Option<AwaitInterrupt>,
 }
+
+/// The first step of a two-step interrupt (see [`KernelSpec::await_interrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwaitInterrupt {
+    pub signal: i32,
+    /// How long the signal has to end the cell before `interrupt_mode` is used as well.
+    pub escalate_after: std::time::Duration,
+}
+
+/// Default for `metadata.kernelbox.interrupt_escalate_ms`: long enough for an event loop to run
+/// the signal handler and the rejected await to unwind, short enough for a busy loop.
+const DEFAULT_ESCALATE_MS: u64 = 300;
 
 #[derive(Deserialize)]
 struct RawSpec {
@@ -112,8 +129,10 @@ impl KernelSpec {
                 .unwrap_or(0)
                 .min(10_000),
         );
+        let await_interrupt = parse_await_interrupt(&raw.metadata).map_err(invalid)?;
         Ok(KernelSpec {
             output_grace,
+            await_interrupt,
             name: name.to_string(),
             dir,
             argv: raw.argv,
@@ -124,6 +143,27 @@ impl KernelSpec {
             startup_code,
         })
     }
+}
+
+fn parse_await_interrupt(metadata: &Value) -> Result<Option<AwaitInterrupt>, String> {
+    let Some(name) = metadata.pointer("/kernelbox/interrupt_signal") else {
+        return Ok(None);
+    };
+    let signal = match name.as_str() {
+        Some("SIGUSR1") => libc::SIGUSR1,
+        Some("SIGUSR2") => libc::SIGUSR2,
+        Some("SIGINT") => libc::SIGINT,
+        _ => return Err(format!("unsupported kernelbox.interrupt_signal {name}")),
+    };
+    let ms = metadata
+        .pointer("/kernelbox/interrupt_escalate_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_ESCALATE_MS)
+        .min(10_000);
+    Ok(Some(AwaitInterrupt {
+        signal,
+        escalate_after: std::time::Duration::from_millis(ms),
+    }))
 }
 
 /// Replaces `{connection_file}` and `{kernelbox_home}` in a kernelspec string.

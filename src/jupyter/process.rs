@@ -182,8 +182,21 @@ impl Kernel {
         self.exited.borrow().is_some()
     }
 
-    /// Interrupts the running cell the way the kernelspec asks.
+    /// Interrupts the running cell: the kernelspec's await-interrupt signal when it has one
+    /// (the caller escalates to [`Kernel::interrupt_standard`] after its delay), else the
+    /// standard interrupt at once.
     pub async fn interrupt(&self) -> Result<(), KernelError> {
+        match self.spec.await_interrupt {
+            Some(step) => {
+                signal(self.process.pid, step.signal, false);
+                Ok(())
+            }
+            None => self.interrupt_standard().await,
+        }
+    }
+
+    /// Jupyter's interrupt, as `interrupt_mode` asks.
+    pub async fn interrupt_standard(&self) -> Result<(), KernelError> {
         match self.spec.interrupt_mode {
             InterruptMode::Signal => {
                 signal(self.process.pid, libc::SIGINT, false);
