@@ -60,7 +60,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .home
         .join("run")
         .join(format!("agent-{}", std::process::id()));
-    crate::jupyter::process::private_dir(&runtime_dir).map_err(|source| AgentError::Dir {
+    crate::sys::private_dir(&runtime_dir).map_err(|source| AgentError::Dir {
         path: runtime_dir.display().to_string(),
         source,
     })?;

@@ -9,6 +9,8 @@
 //! - [`client`]: a reqwest client that turns the `/execute` stream into an [`Execution`].
 //! - [`setup`]: installs what the kernels need (`kernelbox setup`).
 //! - [`config`]: where things live (`$KERNELBOX_HOME`, the default workdir).
+//! - [`sys`]: the bottom layer: process groups, death with the parent, signals, the process guard,
+//!   private files and folders. It imports nothing else from the crate.
 //!
 //! Still to come (see the roadmap): the sandbox API on port 49983, the control plane, templates.
 
@@ -18,5 +20,6 @@ pub mod config;
 pub mod interpreter;
 pub mod jupyter;
 pub mod setup;
+pub mod sys;
 
 pub use interpreter::{Event, Execution, ExecutionError, ExecutionResult};
