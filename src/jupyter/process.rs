@@ -99,14 +99,13 @@ impl Kernel {
         let connection_file = opts
             .runtime_dir
             .join(format!("kernel-{}.json", uuid::Uuid::new_v4()));
-        sys::write_private(
-            &connection_file,
-            &serde_json::to_vec(&info).unwrap_or_default(),
-        )
-        .map_err(|source| KernelError::ConnectionFile {
-            path: connection_file.display().to_string(),
-            source,
-        })?;
+        serde_json::to_vec(&info)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| sys::write_private(&connection_file, &bytes))
+            .map_err(|source| KernelError::ConnectionFile {
+                path: connection_file.display().to_string(),
+                source,
+            })?;
 
         // From here on, a failed launch removes the file (it holds the key) and kills the process.
         let mut process = ProcessGuard::new(vec![connection_file.clone()]);
