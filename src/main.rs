@@ -153,7 +153,7 @@ fn agent(args: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(agent::run(cfg)) {
+    match runtime.block_on(agent::run(cfg, agent::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kernelbox agent: {e}");
