@@ -1,26 +1,40 @@
-//! `kernelbox agent`: the process inside a sandbox. It starts the default contexts, then serves
-//! the interpreter API on its port (and, once the sandbox API exists, that on its own port), with
-//! CORS and routing by the `E2b-Sandbox-Port` header so a single URL serves both
-//! (`E2B_SANDBOX_URL`). Kernels are shut down with the agent.
+//! `kernelbox agent`: the process inside a sandbox. It starts the services (the interpreter today,
+//! the sandbox API later), serves each on its own port from one runtime, and stops them all when
+//! its shutdown future resolves.
+//!
+//! Every listener answers for every service: a request naming a sandbox port in
+//! `E2b-Sandbox-Port` goes to that port's service, so a single URL (`E2B_SANDBOX_URL`) serves them
+//! all. CORS and request tracing wrap everything. Kernels are shut down with the agent.
 
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tower::ServiceExt;
 
-use crate::interpreter::{self, ContextDefaults, Contexts, Interpreter};
+use crate::interpreter::{self, Interpreter, InterpreterOptions, StartError};
 
 /// The interpreter's port in E2B's sandboxes.
 pub const INTERPRETER_PORT: u16 = 49999;
 /// envd's port; the sandbox API will live here.
 pub const ENVD_PORT: u16 = 49983;
+
+/// The header E2B's clients use to name the sandbox port a request is for.
+const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
+/// After a failed accept (out of file descriptors and the like): how long to back off instead of
+/// spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long browsers may cache a CORS preflight answer (E2B's server sends the same).
+const CORS_MAX_AGE_SECS: &str = "600";
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -36,6 +50,20 @@ pub struct AgentConfig {
     pub keepalive: Duration,
 }
 
+impl AgentConfig {
+    fn interpreter_options(&self, runtime_dir: &Path) -> InterpreterOptions {
+        InterpreterOptions {
+            home: self.home.clone(),
+            kernels_dir: self.kernels_dir.clone(),
+            runtime_dir: runtime_dir.to_path_buf(),
+            workdir: self.workdir.clone(),
+            env: self.env.clone(),
+            default_languages: self.default_languages.clone(),
+            keepalive: self.keepalive,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot prepare {path}: {source}")]
@@ -48,81 +76,156 @@ pub enum AgentError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the default {language} context did not start: {reason}")]
-    DefaultContext { language: String, reason: String },
+    #[error(transparent)]
+    Interpreter(#[from] StartError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let runtime_dir = config
-        .home
-        .join("run")
-        .join(format!("agent-{}", std::process::id()));
-    crate::jupyter::process::private_dir(&runtime_dir).map_err(|source| AgentError::Dir {
-        path: runtime_dir.display().to_string(),
-        source,
-    })?;
-    let contexts = Contexts::new(ContextDefaults {
-        home: config.home.clone(),
-        kernels_dir: config
-            .kernels_dir
-            .clone()
-            .unwrap_or_else(|| config.home.join("kernels")),
-        runtime_dir: runtime_dir.clone(),
-        workdir: config.workdir.clone(),
-        env: config.env.clone(),
-    });
-    let state = Arc::new(Interpreter {
-        contexts,
-        keepalive: config.keepalive,
-    });
+/// Runs the agent until `shutdown` resolves (see [`shutdown_signal`]): starts the interpreter,
+/// serves it, and on shutdown stops its kernels before the servers.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let runtime_dir = RuntimeDir::create(&config.home)?;
+    let interpreter = Interpreter::start(config.interpreter_options(runtime_dir.path())).await?;
+    let addr = SocketAddr::new(config.addr, config.port);
+    let service = Service::bind(
+        INTERPRETER_PORT,
+        addr,
+        interpreter::router(interpreter.clone()),
+    )
+    .await?;
+    // Tests and start-up scripts wait for this line; it comes only once contexts are ready.
+    println!("kernelbox agent listening on http://{}", service.local_addr);
+    tracing::info!(local = %service.local_addr, "interpreter API ready");
 
-    // Default contexts start in parallel; python is required, the others are best effort (they
-    // are created again lazily on first use).
-    let starts = config.default_languages.iter().map(|lang| {
-        let state = state.clone();
-        async move { (lang.clone(), state.contexts.default_for(lang).await) }
-    });
-    for (language, result) in futures_util::future::join_all(starts).await {
-        match result {
-            Ok(ctx) => tracing::info!(%language, id = %ctx.id, "default context ready"),
-            Err(e) if language == "python" => {
-                state.contexts.shutdown_all().await;
-                return Err(AgentError::DefaultContext {
-                    language,
-                    reason: e.to_string(),
-                });
-            }
-            Err(e) => {
-                tracing::warn!(%language, error = %e, "default context did not start; it will be created on first use")
-            }
-        }
+    // The kernels go first, which ends running executions with an error line, so the graceful
+    // stop does not wait on streams that could run forever.
+    let stopping = shutdown_then(shutdown, async move { interpreter.shutdown().await });
+    Agent::new().service(service).serve(stopping).await
+}
+
+/// `first`, then `then`.
+async fn shutdown_then(first: impl Future<Output = ()>, then: impl Future<Output = ()>) {
+    first.await;
+    then.await;
+}
+
+/// This agent's private folder for connection files, removed when the agent ends.
+struct RuntimeDir(PathBuf);
+
+impl RuntimeDir {
+    fn create(home: &Path) -> Result<RuntimeDir, AgentError> {
+        let dir = home
+            .join("run")
+            .join(format!("agent-{}", std::process::id()));
+        crate::sys::private_dir(&dir).map_err(|source| AgentError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(RuntimeDir(dir))
     }
 
-    let addr = SocketAddr::new(config.addr, config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| AgentError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(AgentError::Serve)?;
-    let app = app(state.clone());
-    // Tests and start-up scripts wait for this line; it comes only once contexts are ready.
-    println!("kernelbox agent listening on http://{local}");
-    tracing::info!(%local, "interpreter API ready");
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
 
-    // On SIGTERM the kernels go first, which ends running executions with an error line, so
-    // the graceful stop does not wait on streams that could run forever.
-    let stopping = state.clone();
-    let listener = NoDelay(listener);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.contexts.shutdown_all().await;
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One HTTP service of the agent: the sandbox port it stands for in E2B, its bound listener and
+/// its routes.
+pub struct Service {
+    sandbox_port: u16,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+}
+
+impl Service {
+    /// Binds `addr` (port 0 picks a free one) for the service E2B knows as `sandbox_port`.
+    pub async fn bind(
+        sandbox_port: u16,
+        addr: SocketAddr,
+        router: Router,
+    ) -> Result<Service, AgentError> {
+        let bind_err = |source| AgentError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        Ok(Service {
+            sandbox_port,
+            listener,
+            local_addr,
+            router,
         })
-        .await;
-    let _ = std::fs::remove_dir_all(&runtime_dir);
-    served.map_err(AgentError::Serve)
+    }
+
+    /// Where the service actually listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// The services of one agent, served together from one runtime.
+#[derive(Default)]
+pub struct Agent {
+    services: Vec<Service>,
+}
+
+impl Agent {
+    pub fn new() -> Agent {
+        Agent::default()
+    }
+
+    /// Adds a service; the sandbox API on 49983 will be one more of these.
+    pub fn service(mut self, service: Service) -> Agent {
+        self.services.push(service);
+        self
+    }
+
+    /// Serves every service until `shutdown` resolves, then stops accepting and waits for the
+    /// requests in flight.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let routes: Arc<HashMap<u16, Router>> = Arc::new(
+            self.services
+                .iter()
+                .map(|s| (s.sandbox_port, s.router.clone()))
+                .collect(),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let servers = self.services.into_iter().map(|service| {
+            let app = app(Dispatch {
+                routes: routes.clone(),
+                own_port: service.sandbox_port,
+            });
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            axum::serve(NoDelay(service.listener), app)
+                .with_graceful_shutdown(stopped)
+                .into_future()
+        });
+        let all = futures_util::future::try_join_all(servers);
+        tokio::pin!(all);
+        tokio::select! {
+            served = &mut all => return served.map(drop).map_err(AgentError::Serve),
+            () = shutdown => {}
+        }
+        let _ = stop_tx.send(true);
+        all.await.map(drop).map_err(AgentError::Serve)
+    }
 }
 
 /// Accepts with `TCP_NODELAY`: small NDJSON lines must not sit in Nagle's buffer waiting for a
@@ -142,9 +245,8 @@ impl axum::serve::Listener for NoDelay {
                     return (stream, addr);
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
         }
@@ -155,10 +257,20 @@ impl axum::serve::Listener for NoDelay {
     }
 }
 
-/// The full HTTP app: port dispatch, CORS and the interpreter routes.
-pub fn app(state: Arc<Interpreter>) -> Router {
-    interpreter::router(state)
-        .layer(axum::middleware::from_fn(by_sandbox_port))
+/// Which service answers a request on one listener.
+#[derive(Clone)]
+struct Dispatch {
+    /// Every service of the agent, by sandbox port.
+    routes: Arc<HashMap<u16, Router>>,
+    /// The listener's own service, for requests that name no port.
+    own_port: u16,
+}
+
+/// One listener's HTTP app: tracing, CORS, then dispatch by sandbox port.
+fn app(dispatch: Dispatch) -> Router {
+    Router::new()
+        .fallback(by_sandbox_port)
+        .with_state(dispatch)
         .layer(axum::middleware::from_fn(cors))
         .layer(axum::middleware::from_fn(trace))
 }
@@ -169,29 +281,39 @@ async fn trace(req: Request, next: Next) -> Response {
     next.run(req).instrument(span).await
 }
 
-/// Requests that name another sandbox port through `E2b-Sandbox-Port` are for that service.
-/// Only the interpreter exists so far; anything else gets the answer E2B's proxy gives for a port
-/// nobody listens on.
-async fn by_sandbox_port(req: Request, next: Next) -> Response {
-    let port = req
-        .headers()
-        .get("e2b-sandbox-port")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u16>().ok());
-    match port {
-        None | Some(INTERPRETER_PORT) => next.run(req).await,
-        Some(port) => (
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({
-                "message": "The sandbox is running but port is not open",
-                "port": port,
-                "code": 502,
-            })
-            .to_string(),
-        )
-            .into_response(),
+/// Requests that name a sandbox port through `E2b-Sandbox-Port` are for that port's service; an
+/// absent or unreadable header means the listener's own. A port no service stands for gets the
+/// answer E2B's proxy gives for a port nobody listens on (envd's, until the sandbox API exists).
+async fn by_sandbox_port(State(dispatch): State<Dispatch>, req: Request) -> Response {
+    let port = sandbox_port(req.headers()).unwrap_or(dispatch.own_port);
+    let Some(router) = dispatch.routes.get(&port) else {
+        return port_not_open(port);
+    };
+    match router.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
+}
+
+fn sandbox_port(headers: &HeaderMap) -> Option<u16> {
+    headers
+        .get(SANDBOX_PORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn port_not_open(port: u16) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({
+            "message": "The sandbox is running but port is not open",
+            "port": port,
+            "code": StatusCode::BAD_GATEWAY.as_u16(),
+        })
+        .to_string(),
+    )
+        .into_response()
 }
 
 /// CORS `*`, as E2B's server (code-interpreter-api.md §3.1).
@@ -205,28 +327,7 @@ async fn cors(req: Request, next: Next) -> Response {
             .headers()
             .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
             .cloned();
-        let mut res = Response::new(Body::from("OK"));
-        let h = res.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-        if let Some(requested) = requested {
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-        }
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return res;
+        return preflight_response(requested);
     }
     let mut res = next.run(req).await;
     res.headers_mut().insert(
@@ -236,15 +337,98 @@ async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-async fn shutdown_signal() {
+fn preflight_response(requested_headers: Option<HeaderValue>) -> Response {
+    let mut res = Response::new(Body::from("OK"));
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(CORS_MAX_AGE_SECS),
+    );
+    if let Some(requested) = requested_headers {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Resolves on SIGTERM or SIGINT: the agent's shutdown in production.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            return;
+        }
     };
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn service(sandbox_port: u16, answer: &'static str) -> Service {
+        let router = Router::new().route("/who", axum::routing::get(move || async move { answer }));
+        Service::bind(sandbox_port, ([127, 0, 0, 1], 0).into(), router)
+            .await
+            .expect("bind")
+    }
+
+    #[tokio::test]
+    async fn every_listener_dispatches_by_sandbox_port_and_stops_on_shutdown() {
+        let (a, b) = (service(1, "one").await, service(2, "two").await);
+        let (a_url, b_url) = (
+            format!("http://{}/who", a.local_addr()),
+            format!("http://{}/who", b.local_addr()),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = Agent::new().service(a).service(b);
+        let served = tokio::spawn(agent.serve(async move {
+            let _ = stop_rx.await;
+        }));
+
+        let client = reqwest::Client::new();
+        let get = |url: &str, port: Option<&str>| {
+            let mut req = client.get(url);
+            if let Some(port) = port {
+                req = req.header("E2b-Sandbox-Port", port);
+            }
+            async move {
+                let res = req.send().await.expect("request");
+                (res.status().as_u16(), res.text().await.expect("body"))
+            }
+        };
+        assert_eq!(get(&a_url, None).await, (200, "one".into()));
+        assert_eq!(get(&b_url, None).await, (200, "two".into()));
+        assert_eq!(get(&a_url, Some("2")).await, (200, "two".into()));
+        assert_eq!(get(&b_url, Some("not a port")).await, (200, "two".into()));
+        let (status, body) = get(&a_url, Some("49983")).await;
+        assert_eq!(status, 502);
+        assert!(body.contains("port is not open"), "{body}");
+
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("stops in time")
+            .expect("task")
+            .expect("served");
+    }
 }

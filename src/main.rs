@@ -1,134 +1,187 @@
 //! The `kernelbox` command: `setup` installs the kernels, `agent` serves a sandbox's APIs.
+//!
+//! Each subcommand is one variant of [`Command`] with its own argument struct and one function
+//! that runs it; the control plane (`serve`), `template` and `cp` will be more of the same.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
 use kernelbox::agent::{self, AgentConfig, INTERPRETER_PORT};
 use kernelbox::config;
 
-const USAGE: &str = "\
-kernelbox — a self-hostable, E2B-compatible sandbox for AI-generated code
+/// Exit status for a usage error or a failed set-up (clap uses the same for its own errors).
+const EXIT_USAGE: u8 = 2;
+/// The runtime's worker threads unless `KERNELBOX_WORKER_THREADS` says otherwise. One: the agent
+/// mostly moves messages between sockets, and keeping the reader, execution and HTTP tasks on
+/// one thread avoids cross-thread wake-ups on every message (measured in BENCHMARKS.md: lower
+/// latency and higher throughput than two workers on the 2-core reference machine). The kernels
+/// do the computing, in their own processes.
+const DEFAULT_WORKER_THREADS: usize = 1;
 
-Usage:
-  kernelbox setup [--no-apt] [--source DIR]
-      Install everything the kernels need into $KERNELBOX_HOME (default ~/.kernelbox).
-      Idempotent; apt packages (R) are installed system-wide when run as root.
-  kernelbox agent [options]
-      Serve the code interpreter API (E2B's port 49999).
-        --addr ADDR            address to listen on (default 0.0.0.0)
-        --port PORT            interpreter port (default 49999; 0 picks a free one)
-        --workdir DIR          default cwd of contexts (default /home/user if it exists,
-                               else $KERNELBOX_HOME/workspace)
-        --env KEY=VALUE        sandbox-level environment variable (repeatable)
-        --kernels-dir DIR      kernelspecs to use (default $KERNELBOX_HOME/kernels)
-        --default-languages L  comma-separated contexts started up front (default python,javascript)
-        --keepalive-secs N     silence before a keepalive line (default 5)
-      KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1).
-  kernelbox --version
-";
+/// kernelbox — a self-hostable, E2B-compatible sandbox for AI-generated code
+#[derive(Parser)]
+#[command(name = "kernelbox", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install everything the kernels need into $KERNELBOX_HOME (default ~/.kernelbox).
+    ///
+    /// Idempotent; apt packages (R) are installed system-wide when run as root.
+    Setup(SetupArgs),
+    /// Serve the code interpreter API (E2B's port 49999).
+    #[command(
+        after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1)."
+    )]
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+#[command(args_override_self = true)]
+struct SetupArgs {
+    /// Skip the apt packages (R's kernel, CJK fonts) even when run as root
+    #[arg(long)]
+    no_apt: bool,
+    /// The kernels folder of a kernelbox checkout [default: found from the binary or its sources]
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+}
+
+/// Later flags win over earlier ones (start-up scripts append the caller's flags to their own).
+#[derive(Args)]
+#[command(args_override_self = true)]
+struct AgentArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    addr: IpAddr,
+    /// Interpreter port (0 picks a free one)
+    #[arg(long, value_name = "PORT", default_value_t = INTERPRETER_PORT)]
+    port: u16,
+    /// Default cwd of contexts [default: /home/user if it exists, else $KERNELBOX_HOME/workspace]
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// Sandbox-level environment variable, for every context (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Kernelspecs to use [default: $KERNELBOX_HOME/kernels]
+    #[arg(long, value_name = "DIR")]
+    kernels_dir: Option<PathBuf>,
+    /// Comma-separated languages whose contexts start up front
+    #[arg(long, value_name = "L", default_value = "python,javascript", value_parser = parse_languages)]
+    default_languages: Languages,
+    /// Seconds of silence before an execution writes a keepalive line
+    #[arg(long = "keepalive-secs", value_name = "N", default_value = "5", value_parser = parse_secs)]
+    keepalive: Duration,
+}
+
+/// A comma-separated list of languages (a newtype, so clap takes it as one value).
+#[derive(Clone)]
+struct Languages(Vec<String>);
+
+fn parse_env(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((k, v)) if kernelbox::interpreter::env::valid_key(k) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!("'{value}' is not KEY=VALUE with a valid name")),
+    }
+}
+
+fn parse_languages(value: &str) -> Result<Languages, String> {
+    Ok(Languages(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+    ))
+}
+
+fn parse_secs(value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+        _ => Err("needs a positive number".to_string()),
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("setup") => setup(&args[1..]),
-        Some("agent") => agent(&args[1..]),
-        Some("--version" | "-V") => {
-            println!("kernelbox {}", env!("CARGO_PKG_VERSION"));
+    match Cli::parse().command {
+        Some(Command::Setup(args)) => setup(args),
+        Some(Command::Agent(args)) => agent(args),
+        None => {
+            let _ = Cli::command().print_help();
             ExitCode::SUCCESS
         }
-        Some("--help" | "-h" | "help") | None => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => fail(&format!("unknown command '{other}'\n\n{USAGE}")),
     }
 }
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("kernelbox: {msg}");
-    ExitCode::from(2)
+    ExitCode::from(EXIT_USAGE)
 }
 
-fn setup(args: &[String]) -> ExitCode {
-    let mut source = None;
-    let mut passthrough = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--source" => match it.next() {
-                Some(v) => source = Some(PathBuf::from(v)),
-                None => return fail("--source needs a folder"),
-            },
-            _ => passthrough.push(a.clone()),
-        }
-    }
-    match kernelbox::setup::run(source.as_deref(), &config::home(), &passthrough) {
+fn setup(args: SetupArgs) -> ExitCode {
+    let passthrough: Vec<String> = args
+        .no_apt
+        .then(|| "--no-apt".to_string())
+        .into_iter()
+        .collect();
+    match kernelbox::setup::run(args.source.as_deref(), &config::home(), &passthrough) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
 }
 
-fn agent(args: &[String]) -> ExitCode {
-    let home = config::home();
-    let mut cfg = AgentConfig {
-        addr: std::net::IpAddr::from([0, 0, 0, 0]),
-        port: INTERPRETER_PORT,
-        workdir: config::default_workdir(&home),
-        home,
-        kernels_dir: None,
-        env: Vec::new(),
-        default_languages: vec!["python".into(), "javascript".into()],
-        keepalive: Duration::from_secs(5),
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let Some(value) = it.next() else {
-            return fail(&format!("{flag} needs a value\n\n{USAGE}"));
-        };
-        match flag.as_str() {
-            "--addr" => match value.parse() {
-                Ok(a) => cfg.addr = a,
-                Err(_) => return fail(&format!("--addr: '{value}' is not an IP address")),
-            },
-            "--port" => match value.parse() {
-                Ok(p) => cfg.port = p,
-                Err(_) => return fail(&format!("--port: '{value}' is not a port")),
-            },
-            "--workdir" => cfg.workdir = PathBuf::from(value),
-            "--kernels-dir" => cfg.kernels_dir = Some(PathBuf::from(value)),
-            "--env" => match value.split_once('=') {
-                Some((k, v)) if kernelbox::interpreter::env::valid_key(k) => {
-                    cfg.env.push((k.to_string(), v.to_string()))
-                }
-                _ => {
-                    return fail(&format!(
-                        "--env: '{value}' is not KEY=VALUE with a valid name"
-                    ))
-                }
-            },
-            "--default-languages" => {
-                cfg.default_languages = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            "--keepalive-secs" => match value.parse::<f64>() {
-                Ok(s) if s > 0.0 && s.is_finite() => cfg.keepalive = Duration::from_secs_f64(s),
-                _ => return fail("--keepalive-secs needs a positive number"),
-            },
-            other => return fail(&format!("unknown option '{other}'\n\n{USAGE}")),
+impl AgentArgs {
+    fn into_config(self) -> AgentConfig {
+        let home = config::home();
+        AgentConfig {
+            addr: self.addr,
+            port: self.port,
+            workdir: self
+                .workdir
+                .unwrap_or_else(|| config::default_workdir(&home)),
+            home,
+            kernels_dir: self.kernels_dir,
+            env: self.env,
+            default_languages: self.default_languages.0,
+            keepalive: self.keepalive,
         }
     }
+}
+
+fn agent(args: AgentArgs) -> ExitCode {
+    let cfg = args.into_config();
     if let Err(e) = std::fs::create_dir_all(&cfg.workdir) {
         return fail(&format!(
             "cannot create workdir {}: {e}",
             cfg.workdir.display()
         ));
     }
+    init_tracing();
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(agent::run(cfg, agent::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kernelbox agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+/// Logs to stderr, `kernelbox=info` unless `RUST_LOG` says otherwise, coloured only on a terminal.
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -137,27 +190,18 @@ fn agent(args: &[String]) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
 
-    // One worker by default: the agent mostly moves messages between sockets, and keeping the
-    // reader, execution and HTTP tasks on one thread avoids cross-thread wake-ups on every
-    // message (measured in BENCHMARKS.md: lower latency and higher throughput than two workers
-    // on the 2-core reference machine). The kernels do the computing, in their own processes.
+/// A multi-threaded runtime with `KERNELBOX_WORKER_THREADS` workers (see
+/// [`DEFAULT_WORKER_THREADS`]).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let workers = std::env::var("KERNELBOX_WORKER_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(1);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(workers);
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    match runtime.block_on(agent::run(cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kernelbox agent: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .unwrap_or(DEFAULT_WORKER_THREADS);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }

@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kernelbox::jupyter::{process::private_dir, Channel, Kernel, KernelSpec, LaunchOptions};
+use kernelbox::jupyter::{Channel, Kernel, KernelSpec, LaunchOptions};
+use kernelbox::sys::private_dir;
 
 async fn python_kernel() -> Kernel {
     let home = kernelbox::config::home();

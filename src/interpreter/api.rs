@@ -3,7 +3,6 @@
 //! validate strictly (a non-string `code` is a 422, as in E2B's server).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -15,17 +14,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::context::ExecuteRequest;
-use super::contexts::Contexts;
 use super::env;
 use super::error::ApiError;
+use super::service::Interpreter;
 use super::stream::EventSink;
-
-/// Shared state of the interpreter API.
-pub struct Interpreter {
-    pub contexts: Contexts,
-    /// Silence after which a `keepalive` line is written (5 s in E2B's server).
-    pub keepalive: Duration,
-}
 
 /// Request bodies above this are refused with 413. E2B's server has no limit; code cells with
 /// embedded data can be megabytes, so this is far above axum's 2 MB default.

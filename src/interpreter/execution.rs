@@ -223,31 +223,66 @@ fn write_stream_line(
 
 impl Event {
     /// The wire line, newline included, written like Python's `json.dumps`.
+    ///
+    /// An event that cannot be serialised (not expected: every field is a string or JSON) is
+    /// logged and written as an `error` event in its place, so the client learns that output was
+    /// lost instead of reading a keepalive.
     pub fn to_line(&self) -> Vec<u8> {
+        self.try_to_line().unwrap_or_else(|e| {
+            tracing::error!(event = self.kind(), error = %e, "could not serialise an execution event");
+            error_line(&ExecutionError::new(
+                "SerializationError",
+                format!("kernelbox could not serialise a {} event: {e}", self.kind()),
+            ))
+        })
+    }
+
+    /// The wire line, or why the event could not be serialised.
+    pub fn try_to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::new();
         match self {
             // Written by hand: output can be tens of megabytes and must not be copied into a
             // `Value` first.
             Event::Stdout { text, timestamp } | Event::Stderr { text, timestamp } => {
-                let kind = if matches!(self, Event::Stdout { .. }) {
-                    "stdout"
-                } else {
-                    "stderr"
-                };
-                return write_stream_line(kind, text.len(), timestamp, |out| {
-                    ndjson::write_str(out, text)
-                });
+                return Ok(write_stream_line(
+                    self.kind(),
+                    text.len(),
+                    timestamp,
+                    |out| ndjson::write_str(out, text),
+                ));
             }
             Event::Keepalive => out.extend_from_slice(br#"{"type": "keepalive"}"#),
             Event::EndOfExecution => out.extend_from_slice(br#"{"type": "end_of_execution"}"#),
-            other => match serde_json::to_value(other) {
-                Ok(v) => ndjson::write_value(&mut out, &v),
-                Err(_) => out.extend_from_slice(br#"{"type": "keepalive"}"#),
-            },
+            other => ndjson::write_value(&mut out, &serde_json::to_value(other)?),
         }
         out.push(b'\n');
-        out
+        Ok(out)
     }
+
+    /// The event's `type` on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::NumberOfExecutions { .. } => "number_of_executions",
+            Event::Stdout { .. } => "stdout",
+            Event::Stderr { .. } => "stderr",
+            Event::Result(_) => "result",
+            Event::Error(_) => "error",
+            Event::Keepalive => "keepalive",
+            Event::EndOfExecution => "end_of_execution",
+        }
+    }
+}
+
+/// An `error` line written by hand (the same bytes serde writes), so it cannot fail itself.
+fn error_line(error: &ExecutionError) -> Vec<u8> {
+    let mut out = Vec::from(&b"{\"type\": \"error\", \"name\": "[..]);
+    ndjson::write_str(&mut out, &error.name);
+    out.extend_from_slice(b", \"value\": ");
+    ndjson::write_str(&mut out, &error.value);
+    out.extend_from_slice(b", \"traceback\": ");
+    ndjson::write_str(&mut out, &error.traceback);
+    out.extend_from_slice(b"}\n");
+    out
 }
 
 impl Event {
@@ -395,5 +430,15 @@ mod tests {
             ExecutionError::timeout(3.0).value,
             "Execution timed out after 3 s"
         );
+    }
+
+    #[test]
+    fn the_fallback_error_line_is_what_serde_writes() {
+        let error = ExecutionError {
+            name: "E".into(),
+            value: "é \"v\"".into(),
+            traceback: "t\n".into(),
+        };
+        assert_eq!(error_line(&error), Event::Error(error).to_line());
     }
 }

@@ -2,7 +2,10 @@
 //! - `execution`: events, results, the `Execution` fold; `ndjson`: Python-style JSON lines;
 //! - `env`: per-request variables as code; `stream`: the policy of one execution;
 //! - `context`: one kernel, its lock and its lifecycle; `contexts`: registry and routing;
-//! - `error`: failures as HTTP; `api`: the routes.
+//! - `error`: failures as HTTP; `api`: the routes;
+//! - `service`: start-up (default contexts) and shutdown of the whole interpreter.
+//!
+//! It does not know who serves it: the agent mounts [`router`] on whatever port it likes.
 
 pub mod api;
 pub mod context;
@@ -11,8 +14,10 @@ pub mod env;
 pub mod error;
 pub mod execution;
 pub mod ndjson;
+pub mod service;
 pub mod stream;
 
-pub use api::{router, Interpreter};
+pub use api::router;
 pub use contexts::{ContextDefaults, Contexts};
 pub use execution::{Event, Execution, ExecutionError, ExecutionResult, Logs};
+pub use service::{Interpreter, InterpreterOptions, StartError};

@@ -39,6 +39,8 @@ pub enum ConnectionError {
     Timeout { what: String, secs: f64 },
     #[error("the connection to the kernel is closed")]
     Closed,
+    #[error("cannot sign messages to the kernel: {0}")]
+    Signing(wire::WireError),
 }
 
 /// The contents of a Jupyter connection file.
@@ -91,7 +93,7 @@ impl ConnectionInfo {
             control_port: ports[3],
             hb_port: ports[4],
             key: uuid::Uuid::new_v4().to_string(),
-            signature_scheme: "hmac-sha256".into(),
+            signature_scheme: wire::SIGNATURE_SCHEME.into(),
         };
         Ok((info, ReservedPorts(listeners)))
     }
@@ -200,7 +202,8 @@ impl KernelConnection {
     /// Connects all channels. The kernel must already be listening (see `process::wait_for_port`):
     /// zmq.rs retries with exponential backoff otherwise, which costs hundreds of milliseconds.
     pub async fn connect(info: &ConnectionInfo) -> Result<KernelConnection, ConnectionError> {
-        let signer = Signer::new(info.key.as_bytes());
+        let signer = Signer::new(&info.signature_scheme, info.key.as_bytes())
+            .map_err(ConnectionError::Signing)?;
         let routes: Arc<Mutex<RouteMap>> = Arc::default();
         let timeout = Duration::from_secs(10);
 

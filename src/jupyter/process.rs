@@ -2,9 +2,10 @@
 //!
 //! The child process is the primary liveness signal (a missed heartbeat is only a hint). A kernel
 //! runs in its own process group, is killed with its parent (`PR_SET_PDEATHSIG`) and is killed
-//! with its group when the [`Kernel`] is dropped, so kernels never outlive the agent.
+//! with its group when the [`Kernel`] is dropped, so kernels never outlive the agent (the
+//! mechanics are in [`crate::sys`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,17 @@ use tokio::sync::watch;
 
 use super::connection::{Channel, ConnectionError, ConnectionInfo, KernelConnection, Subscription};
 use super::kernelspec::{substitute, InterruptMode, KernelSpec};
+use crate::sys::{self, ProcessGuard, Signal};
+
+/// Start-up attempts for a kernel that exits while starting (see [`Kernel::launch`]).
+const LAUNCH_ATTEMPTS: u32 = 3;
+/// How long `shutdown_request` may take to be answered; some kernels never answer it.
+const SHUTDOWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// After `shutdown_request`, and again after SIGTERM: how long the kernel gets to exit by itself
+/// (ijavascript replies but never exits; ipykernel exits within a second).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// After SIGKILL: how long to wait for the exit to be reaped before giving up on it.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -70,7 +82,7 @@ impl Kernel {
         let mut attempt = 1;
         loop {
             match Self::launch_once(spec.clone(), opts).await {
-                Err(KernelError::ExitedEarly { name, status }) if attempt < 3 => {
+                Err(KernelError::ExitedEarly { name, status }) if attempt < LAUNCH_ATTEMPTS => {
                     tracing::warn!(%name, %status, attempt, "kernel exited during start-up; retrying");
                     attempt += 1;
                 }
@@ -87,20 +99,16 @@ impl Kernel {
         let connection_file = opts
             .runtime_dir
             .join(format!("kernel-{}.json", uuid::Uuid::new_v4()));
-        write_private(
-            &connection_file,
-            &serde_json::to_vec(&info).unwrap_or_default(),
-        )
-        .map_err(|source| KernelError::ConnectionFile {
-            path: connection_file.display().to_string(),
-            source,
-        })?;
+        serde_json::to_vec(&info)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| sys::write_private(&connection_file, &bytes))
+            .map_err(|source| KernelError::ConnectionFile {
+                path: connection_file.display().to_string(),
+                source,
+            })?;
 
         // From here on, a failed launch removes the file (it holds the key) and kills the process.
-        let mut process = ProcessGuard {
-            pid: 0,
-            connection_file: connection_file.clone(),
-        };
+        let mut process = ProcessGuard::new(vec![connection_file.clone()]);
         let argv: Vec<String> = spec
             .argv
             .iter()
@@ -112,21 +120,14 @@ impl Kernel {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
-            .process_group(0)
             .kill_on_drop(false);
+        sys::new_process_group(&mut cmd);
+        sys::die_with_parent(&mut cmd);
         for (k, v) in &spec.env {
             cmd.env(k, substitute(v, &connection_file, &opts.home));
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
-        }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to deliver SIGKILL to this
-        // child when the thread that spawned it exits, so a SIGKILLed agent leaves no kernels.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                Ok(())
-            });
         }
 
         reserved.release();
@@ -135,7 +136,7 @@ impl Kernel {
             program: argv[0].clone(),
             source,
         })?;
-        process.pid = child.id().map(|p| p as i32).unwrap_or(0);
+        process.adopt(child.id());
         let (exit_tx, exited) = watch::channel(None);
         tokio::spawn(async move {
             let status = match child.wait().await {
@@ -169,8 +170,9 @@ impl Kernel {
         Ok(kernel)
     }
 
+    /// The kernel's pid, which is also its process group id (0 if it could not be read).
     pub fn pid(&self) -> i32 {
-        self.process.pid
+        self.process.pid().unwrap_or(0)
     }
 
     /// Resolves when the process has exited, with a description of its status.
@@ -199,7 +201,7 @@ impl Kernel {
     pub async fn interrupt_standard(&self) -> Result<(), KernelError> {
         match self.spec.interrupt_mode {
             InterruptMode::Signal => {
-                signal(self.process.pid, libc::SIGINT, false);
+                sys::signal(self.pid(), Signal::Interrupt);
                 Ok(())
             }
             InterruptMode::Message => {
@@ -230,17 +232,17 @@ impl Kernel {
                 .control_request(
                     "shutdown_request",
                     json!({"restart": false}),
-                    Duration::from_secs(2),
+                    SHUTDOWN_REQUEST_TIMEOUT,
                 )
                 .await;
         }
         for (sig, grace) in [
-            (None, Duration::from_secs(2)),
-            (Some(libc::SIGTERM), Duration::from_secs(2)),
-            (Some(libc::SIGKILL), Duration::from_secs(5)),
+            (None, EXIT_GRACE),
+            (Some(Signal::Terminate), EXIT_GRACE),
+            (Some(Signal::Kill), KILL_GRACE),
         ] {
             if let Some(sig) = sig {
-                signal(self.process.pid, sig, true);
+                sys::killpg(self.pid(), sig);
             }
             if tokio::time::timeout(grace, wait_exit(self.exited.clone()))
                 .await
@@ -250,36 +252,7 @@ impl Kernel {
             }
         }
         // Whatever the kernel left in its group goes too.
-        signal(self.process.pid, libc::SIGKILL, true);
-    }
-}
-
-/// The kernel's process group and connection file, removed when dropped: by a launch that fails
-/// part way, and by a [`Kernel`] going away (kernels never outlive their owner).
-struct ProcessGuard {
-    /// 0 until spawned.
-    pid: i32,
-    connection_file: PathBuf,
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        signal(self.pid, libc::SIGKILL, true);
-        let _ = std::fs::remove_file(&self.connection_file);
-    }
-}
-
-fn signal(pid: i32, sig: libc::c_int, group: bool) {
-    if pid <= 1 {
-        return;
-    }
-    // SAFETY: plain syscalls on a pid we spawned; errors (ESRCH) are expected and ignored.
-    unsafe {
-        if group {
-            libc::killpg(pid, sig);
-        } else {
-            libc::kill(pid, sig);
-        }
+        sys::killpg(self.pid(), Signal::Kill);
     }
 }
 
@@ -365,25 +338,4 @@ async fn wait_for_port(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-/// Creates `dir` with mode 0700 (connection files hold signing keys).
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -26,6 +26,12 @@ pub enum WireError {
     TooFewFrames(usize),
     #[error("invalid signature")]
     BadSignature,
+    #[error("unsigned message on a signed connection")]
+    MissingSignature,
+    #[error("unsupported signature scheme '{0}' (only hmac-sha256 is supported)")]
+    Scheme(String),
+    #[error("unusable signing key: {0}")]
+    Key(String),
     #[error("invalid JSON in the {part}: {source}")]
     Json {
         part: &'static str,
@@ -113,49 +119,61 @@ fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The only signature scheme kernelbox signs with (and the one every kernel supports).
+pub const SIGNATURE_SCHEME: &str = "hmac-sha256";
+
 /// HMAC-SHA256 signing with the connection's key. An empty key means unsigned messages, as the
-/// protocol allows.
+/// protocol allows; a non-empty key means every message in both directions is signed, and a
+/// received message without a valid signature is rejected.
 #[derive(Clone)]
 pub struct Signer {
     mac: Option<Hmac<Sha256>>,
 }
 
 impl Signer {
-    pub fn new(key: &[u8]) -> Signer {
-        let mac = if key.is_empty() {
-            None
-        } else {
-            // HMAC accepts keys of any length; this cannot fail.
-            <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()
-        };
-        Signer { mac }
+    /// A signer for `scheme` and `key`. Anything that cannot sign as asked is an error rather than
+    /// a silent fall-back to unsigned messages, which would accept forged ones.
+    pub fn new(scheme: &str, key: &[u8]) -> Result<Signer, WireError> {
+        if key.is_empty() {
+            return Ok(Signer { mac: None });
+        }
+        if scheme != SIGNATURE_SCHEME {
+            return Err(WireError::Scheme(scheme.to_string()));
+        }
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .map_err(|e| WireError::Key(e.to_string()))?;
+        Ok(Signer { mac: Some(mac) })
     }
 
-    fn mac_over(&self, parts: [&[u8]; 4]) -> Option<Hmac<Sha256>> {
-        let mut mac = self.mac.clone()?;
+    fn mac_over(mac: &Hmac<Sha256>, parts: [&[u8]; 4]) -> Hmac<Sha256> {
+        let mut mac = mac.clone();
         for part in parts {
             mac.update(part);
         }
-        Some(mac)
+        mac
     }
 
-    /// Lowercase hex signature of the four signed frames.
+    /// Lowercase hex signature of the four signed frames (empty when unsigned).
     pub fn sign(&self, parts: [&[u8]; 4]) -> String {
-        match self.mac_over(parts) {
-            Some(mac) => hex(&mac.finalize().into_bytes()),
+        match &self.mac {
+            Some(mac) => hex(&Self::mac_over(mac, parts).finalize().into_bytes()),
             None => String::new(),
         }
     }
 
-    /// Constant-time check of a received signature over the exact received bytes.
-    pub fn verify(&self, signature: &[u8], parts: [&[u8]; 4]) -> bool {
-        match self.mac_over(parts) {
-            None => true,
-            Some(mac) => match unhex(signature) {
-                Some(raw) => mac.verify_slice(&raw).is_ok(),
-                None => false,
-            },
+    /// Constant-time check of a received signature over the exact received bytes. Without a key
+    /// every message passes; with one, a missing or malformed signature fails like a wrong one.
+    pub fn verify(&self, signature: &[u8], parts: [&[u8]; 4]) -> Result<(), WireError> {
+        let Some(mac) = &self.mac else {
+            return Ok(());
+        };
+        if signature.is_empty() {
+            return Err(WireError::MissingSignature);
         }
+        let raw = unhex(signature).ok_or(WireError::BadSignature)?;
+        Self::mac_over(mac, parts)
+            .verify_slice(&raw)
+            .map_err(|_| WireError::BadSignature)
     }
 }
 
@@ -196,9 +214,7 @@ pub fn decode(frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireError>
         return Err(WireError::TooFewFrames(rest.len()));
     }
     let parts = [&rest[1][..], &rest[2][..], &rest[3][..], &rest[4][..]];
-    if !signer.verify(&rest[0], parts) {
-        return Err(WireError::BadSignature);
-    }
+    signer.verify(&rest[0], parts)?;
     let parse = |part: &'static str, bytes: &Bytes| -> Result<Value, WireError> {
         if bytes.is_empty() {
             return Ok(Value::Object(Map::new()));
@@ -378,7 +394,7 @@ mod tests {
 
     #[test]
     fn round_trip_signed() {
-        let signer = Signer::new(b"secret");
+        let signer = Signer::new(SIGNATURE_SCHEME, b"secret").expect("signer");
         let mut msg = Message::request("s", "execute_request", json!({"code": "1+1"}));
         msg.buffers.push(Bytes::from_static(b"raw"));
         let frames = encode(&msg, &signer, &[Bytes::from_static(b"id")]);
@@ -391,14 +407,17 @@ mod tests {
         assert_eq!(back.content_str("name"), "stdout");
         assert_eq!(back.stream_text_json(), r#""a\"b""#);
         assert!(matches!(
-            decode(frames, &Signer::new(b"other")),
+            decode(
+                frames,
+                &Signer::new(SIGNATURE_SCHEME, b"other").expect("signer")
+            ),
             Err(WireError::BadSignature)
         ));
     }
 
     #[test]
     fn short_messages_are_errors_not_panics() {
-        let signer = Signer::new(b"k");
+        let signer = Signer::new(SIGNATURE_SCHEME, b"k").expect("signer");
         let frames = vec![Bytes::from_static(DELIMITER), Bytes::from_static(b"x")];
         assert!(matches!(
             decode(frames, &signer),
@@ -407,6 +426,29 @@ mod tests {
         assert!(matches!(
             decode(vec![], &signer),
             Err(WireError::NoDelimiter(0))
+        ));
+    }
+
+    #[test]
+    fn signed_connections_reject_unsigned_messages() {
+        let signed = Signer::new(SIGNATURE_SCHEME, b"secret").expect("signer");
+        let unsigned = Signer::new(SIGNATURE_SCHEME, b"").expect("signer");
+        let msg = Message::request("s", "status", json!({}));
+        assert!(matches!(
+            decode(encode(&msg, &unsigned, &[]), &signed),
+            Err(WireError::MissingSignature)
+        ));
+        let mut frames = encode(&msg, &signed, &[]);
+        frames[1] = Bytes::from_static(b"not hex");
+        assert!(matches!(
+            decode(frames, &signed),
+            Err(WireError::BadSignature)
+        ));
+        // Without a key, anything goes (the protocol's unsigned mode).
+        assert!(decode(encode(&msg, &signed, &[]), &unsigned).is_ok());
+        assert!(matches!(
+            Signer::new("hmac-md5", b"secret"),
+            Err(WireError::Scheme(_))
         ));
     }
 

@@ -1,0 +1,11 @@
+//! The operating-system layer shared by everything that runs programs: kernels today, the sandbox
+//! API's commands later. Process groups, death with the parent, signals, a guard that kills a
+//! process group when dropped, and files only the agent's user may read.
+//!
+//! Nothing here knows about Jupyter, HTTP or E2B; every other module may use it.
+
+pub mod fs;
+pub mod process;
+
+pub use fs::{private_dir, write_private};
+pub use process::{die_with_parent, killpg, new_process_group, signal, ProcessGuard, Signal};

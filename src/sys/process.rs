@@ -1,0 +1,124 @@
+//! Child processes that never outlive the agent: each runs in its own process group (so it and
+//! everything it starts can be signalled at once), is killed by the kernel when the agent dies
+//! (`PR_SET_PDEATHSIG`), and is killed with its group when its [`ProcessGuard`] is dropped.
+
+use std::path::PathBuf;
+
+/// The signals kernelbox sends to its children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: interrupt the running work (a kernel's cell).
+    Interrupt,
+    /// SIGTERM: please exit.
+    Terminate,
+    /// SIGKILL: exit now.
+    Kill,
+}
+
+impl Signal {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
+/// Starts the child as the leader of a new process group (its pid is the group id), so
+/// [`killpg`] reaches whatever it spawns too.
+pub fn new_process_group(cmd: &mut tokio::process::Command) {
+    cmd.process_group(0);
+}
+
+/// Asks the kernel to SIGKILL the child when the thread that spawned it exits, so a SIGKILLed
+/// agent leaves no children behind. (The tie is to the spawning *thread*: spawn from a thread that
+/// lives as long as the owner, such as a runtime worker.)
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: prctl is async-signal-safe and touches nothing but the child's own flags.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
+}
+
+/// Sends `sig` to the process `pid`. Pids 0 and 1 are refused (they would mean "my own group" and
+/// init); errors such as ESRCH (already gone) are expected and ignored.
+pub fn signal(pid: i32, sig: Signal) {
+    if pid > 1 {
+        // SAFETY: a plain syscall on a pid we spawned.
+        unsafe { libc::kill(pid, sig.raw()) };
+    }
+}
+
+/// Sends `sig` to the process group led by `pid` (see [`new_process_group`]). Same rules as
+/// [`signal`].
+pub fn killpg(pid: i32, sig: Signal) {
+    if pid > 1 {
+        // SAFETY: a plain syscall on a group we created.
+        unsafe { libc::killpg(pid, sig.raw()) };
+    }
+}
+
+/// Owns a child's process group and the files that belong to it (such as a connection file with
+/// a key in it). Dropping the guard SIGKILLs the group and removes the files, so a start-up that
+/// fails part way and an owner that goes away both leave nothing behind.
+#[derive(Debug, Default)]
+pub struct ProcessGuard {
+    /// `None` until the child is spawned.
+    pid: Option<i32>,
+    files: Vec<PathBuf>,
+}
+
+impl ProcessGuard {
+    /// A guard for files created before the child exists; see [`ProcessGuard::adopt`].
+    pub fn new(files: Vec<PathBuf>) -> ProcessGuard {
+        ProcessGuard { pid: None, files }
+    }
+
+    /// Takes charge of the spawned child's process group.
+    pub fn adopt(&mut self, pid: Option<u32>) {
+        self.pid = pid.and_then(|p| i32::try_from(p).ok());
+    }
+
+    /// The child's pid (its group id), once spawned.
+    pub fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            killpg(pid, Signal::Kill);
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_guard_kills_the_whole_group() {
+        let mut cmd = tokio::process::Command::new("sh");
+        // The shell starts a grandchild in the same group, then waits.
+        cmd.args(["-c", "sleep 30 & wait"]);
+        new_process_group(&mut cmd);
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn sh");
+        let mut guard = ProcessGuard::new(Vec::new());
+        guard.adopt(child.id());
+        drop(guard);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .expect("killed in time")
+            .expect("status");
+        assert!(!status.success());
+    }
+}
