@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::sys::Signal;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub struct KernelSpec {
 /// The first step of a two-step interrupt (see [`KernelSpec::await_interrupt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AwaitInterrupt {
-    pub signal: i32,
+    pub signal: Signal,
     /// How long the signal has to end the cell before `interrupt_mode` is used as well.
     pub escalate_after: std::time::Duration,
 }
@@ -150,9 +152,9 @@ fn parse_await_interrupt(metadata: &Value) -> Result<Option<AwaitInterrupt>, Str
         return Ok(None);
     };
     let signal = match name.as_str() {
-        Some("SIGUSR1") => libc::SIGUSR1,
-        Some("SIGUSR2") => libc::SIGUSR2,
-        Some("SIGINT") => libc::SIGINT,
+        Some("SIGUSR1") => Signal::User1,
+        Some("SIGUSR2") => Signal::User2,
+        Some("SIGINT") => Signal::Interrupt,
         _ => return Err(format!("unsupported kernelbox.interrupt_signal {name}")),
     };
     let ms = metadata

@@ -190,7 +190,7 @@ impl Kernel {
     pub async fn interrupt(&self) -> Result<(), KernelError> {
         match self.spec.await_interrupt {
             Some(step) => {
-                signal(self.process.pid, step.signal, false);
+                sys::signal(self.pid(), step.signal);
                 Ok(())
             }
             None => self.interrupt_standard().await,

@@ -13,6 +13,10 @@ pub enum Signal {
     Terminate,
     /// SIGKILL: exit now.
     Kill,
+    /// SIGUSR1 and SIGUSR2: whatever the process defines (Deno's prelude: abandon what the cell
+    /// awaits).
+    User1,
+    User2,
 }
 
 impl Signal {
@@ -21,6 +25,8 @@ impl Signal {
             Signal::Interrupt => libc::SIGINT,
             Signal::Terminate => libc::SIGTERM,
             Signal::Kill => libc::SIGKILL,
+            Signal::User1 => libc::SIGUSR1,
+            Signal::User2 => libc::SIGUSR2,
         }
     }
 }
