@@ -39,6 +39,25 @@ test('timeoutMs raises TimeoutError and the python kernel is interrupted', async
   }
 })
 
+for (const [language, cell] of [
+  ['js', 'await new Promise(r => setTimeout(r, 30000))'],
+  ['ts', 'await new Promise<void>(() => {})'],
+  ['python', 'import asyncio\nawait asyncio.sleep(30)'],
+]) {
+  test(`timeoutMs on an awaiting ${language} cell keeps the context's state`, async () => {
+    const ctx = await sbx.createCodeContext({ language })
+    try {
+      assertOk(await sbx.runCode(language === 'python' ? 'kept = 41' : 'var kept = 41', { context: ctx }))
+      await assert.rejects(sbx.runCode(cell, { context: ctx, timeoutMs: 1000 }), TimeoutError)
+      const execution = await sbx.runCode('kept + 1', { context: ctx, timeoutMs: 10000 })
+      assertOk(execution)
+      assert.equal(execution.text, '42')
+    } finally {
+      await sbx.removeCodeContext(ctx)
+    }
+  })
+}
+
 test('long silent execution completes (keepalives are ignored)', async () => {
   const ctx = await sbx.createCodeContext({ language: 'python' })
   try {

@@ -48,3 +48,26 @@ def test_long_silent_execution_completes(sandbox, context):
     )
     assert_ok(execution)
     assert stdout_of(execution) == "start\ndone\n"
+
+
+@pytest.mark.parametrize(
+    "language,setup,cell,check",
+    [
+        ("python", "kept = 41", "import asyncio\nawait asyncio.sleep(30)", "kept + 1"),
+        ("js", "var kept = 41", "await new Promise(r => setTimeout(r, 30000))", "kept + 1"),
+        ("js", "var kept = 41", "await new Promise(() => {})", "kept + 1"),
+    ],
+)
+def test_timeout_on_an_awaiting_cell_keeps_state(sandbox, language, setup, cell, check):
+    # A cell that awaits (not a busy loop) is abandoned when the client gives up, and the context
+    # keeps its variables: no restart behind the user's back.
+    context = sandbox.create_code_context(language=language)
+    try:
+        assert_ok(sandbox.run_code(setup, context=context))
+        with pytest.raises(TimeoutException):
+            sandbox.run_code(cell, context=context, timeout=1)
+        execution = sandbox.run_code(check, context=context, timeout=10)
+        assert_ok(execution)
+        assert execution.text == "42"
+    finally:
+        sandbox.remove_code_context(context)
