@@ -21,11 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 
+use crate::envd::{self, Envd, EnvdError};
 use crate::interpreter::{self, Interpreter, InterpreterOptions, StartError};
 
 /// The interpreter's port in E2B's sandboxes.
 pub const INTERPRETER_PORT: u16 = 49999;
-/// envd's port; the sandbox API will live here.
+/// envd's port: the sandbox API.
 pub const ENVD_PORT: u16 = 49983;
 
 /// The header E2B's clients use to name the sandbox port a request is for.
@@ -39,7 +40,11 @@ const CORS_MAX_AGE_SECS: &str = "600";
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub addr: std::net::IpAddr,
+    /// The interpreter's port (0 picks a free one).
     pub port: u16,
+    /// The sandbox API's port (0 picks a free one). Both listeners serve both services through
+    /// `E2b-Sandbox-Port`.
+    pub envd_port: u16,
     pub home: PathBuf,
     /// Where kernelspecs are read from (`$KERNELBOX_HOME/kernels` unless set).
     pub kernels_dir: Option<PathBuf>,
@@ -78,6 +83,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Interpreter(#[from] StartError),
+    #[error("cannot start the sandbox API: {0}")]
+    Envd(#[from] EnvdError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -90,13 +97,25 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let runtime_dir = RuntimeDir::create(&config.home)?;
     let interpreter = Interpreter::start(config.interpreter_options(runtime_dir.path())).await?;
-    let addr = SocketAddr::new(config.addr, config.port);
+    let envd = Envd::new(envd::Settings {
+        workdir: config.workdir.clone(),
+        env: config.env.clone(),
+        ..Default::default()
+    })?;
+    let sandbox_api = Service::bind(
+        ENVD_PORT,
+        SocketAddr::new(config.addr, config.envd_port),
+        envd::router(envd),
+    )
+    .await?;
     let service = Service::bind(
         INTERPRETER_PORT,
-        addr,
+        SocketAddr::new(config.addr, config.port),
         interpreter::router(interpreter.clone()),
     )
     .await?;
+    println!("kernelbox sandbox API on http://{}", sandbox_api.local_addr);
+    tracing::info!(local = %sandbox_api.local_addr, "sandbox API ready");
     // Tests and start-up scripts wait for this line; it comes only once contexts are ready.
     println!("kernelbox agent listening on http://{}", service.local_addr);
     tracing::info!(local = %service.local_addr, "interpreter API ready");
@@ -104,7 +123,11 @@ pub async fn run(
     // The kernels go first, which ends running executions with an error line, so the graceful
     // stop does not wait on streams that could run forever.
     let stopping = shutdown_then(shutdown, async move { interpreter.shutdown().await });
-    Agent::new().service(service).serve(stopping).await
+    Agent::new()
+        .service(service)
+        .service(sandbox_api)
+        .serve(stopping)
+        .await
 }
 
 /// `first`, then `then`.
@@ -185,7 +208,7 @@ impl Agent {
         Agent::default()
     }
 
-    /// Adds a service; the sandbox API on 49983 will be one more of these.
+    /// Adds a service.
     pub fn service(mut self, service: Service) -> Agent {
         self.services.push(service);
         self

@@ -6,6 +6,7 @@
 //! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`).
 //! - [`agent`]: the in-sandbox server process: its services on their ports from one runtime,
 //!   dispatch by `E2b-Sandbox-Port`, CORS, graceful shutdown on a future.
+//! - [`envd`]: the sandbox API on port 49983 (E2B's envd): users and paths, errors.
 //! - [`interpreter`]: the code interpreter on port 49999 — start-up of the default contexts,
 //!   executions, contexts, the HTTP API. It does not know who serves it.
 //! - [`jupyter`]: a Jupyter client over ZeroMQ — `wire` (framing, HMAC signing), `connection`
@@ -18,12 +19,13 @@
 //! [`Execution`]), [`setup`] (installs what the kernels need, `kernelbox setup`) and [`config`]
 //! (where things live: `$KERNELBOX_HOME`, the default workdir).
 //!
-//! Still to come (see the roadmap): the sandbox API on port 49983 (`envd`, one more service of
-//! the agent), the control plane (`kernelbox serve`), templates.
+//! Still to come (see the roadmap): the rest of the sandbox API (files, commands, PTY, watch), the
+//! control plane (`kernelbox serve`), templates.
 
 pub mod agent;
 pub mod client;
 pub mod config;
+pub mod envd;
 pub mod interpreter;
 pub mod jupyter;
 pub mod setup;

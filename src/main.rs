@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use kernelbox::agent::{self, AgentConfig, INTERPRETER_PORT};
+use kernelbox::agent::{self, AgentConfig, ENVD_PORT, INTERPRETER_PORT};
 use kernelbox::config;
 
 /// Exit status for a usage error or a failed set-up (clap uses the same for its own errors).
@@ -36,7 +36,7 @@ enum Command {
     ///
     /// Idempotent; apt packages (R) are installed system-wide when run as root.
     Setup(SetupArgs),
-    /// Serve the code interpreter API (E2B's port 49999).
+    /// Serve the code interpreter (E2B's port 49999) and the sandbox API (port 49983).
     #[command(
         after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1)."
     )]
@@ -64,6 +64,9 @@ struct AgentArgs {
     /// Interpreter port (0 picks a free one)
     #[arg(long, value_name = "PORT", default_value_t = INTERPRETER_PORT)]
     port: u16,
+    /// Sandbox API (envd) port (0 picks a free one)
+    #[arg(long, value_name = "PORT", default_value_t = ENVD_PORT)]
+    envd_port: u16,
     /// Default cwd of contexts [default: /home/user if it exists, else $KERNELBOX_HOME/workspace]
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
@@ -146,6 +149,7 @@ impl AgentArgs {
         AgentConfig {
             addr: self.addr,
             port: self.port,
+            envd_port: self.envd_port,
             workdir: self
                 .workdir
                 .unwrap_or_else(|| config::default_workdir(&home)),

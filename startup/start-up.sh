@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start command of a kernelbox template: serves E2B's code-interpreter port (49999) from
-# /home/user, and brings the agent back if it dies (E2B's templates rely on systemd's
+# Start command of a kernelbox template: serves E2B's code-interpreter port (49999) and the
+# sandbox API (49983) from /home/user, and brings the agent back if it dies (E2B's templates rely on systemd's
 # Restart=on-failure for the same). Kernels die with the agent and are recreated by it.
 set -uo pipefail
 export KERNELBOX_HOME="${KERNELBOX_HOME:-/opt/kernelbox/home}"
@@ -16,7 +16,7 @@ stop() {
 trap stop TERM INT
 
 while true; do
-  "$bin" agent --addr 0.0.0.0 --port 49999 --workdir "$workdir" "$@" &
+  "$bin" agent --addr 0.0.0.0 --port 49999 --envd-port 49983 --workdir "$workdir" "$@" &
   pid=$!
   wait "$pid"
   echo "kernelbox agent exited ($?); restarting in 1 s" >&2

@@ -88,7 +88,14 @@ fn start_up_script_restarts_a_killed_agent() {
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
         // Later flags win: keep the test on loopback and a free port.
-        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--envd-port",
+            "0",
+        ])
         .args(["--default-languages", "python"])
         .env("KERNELBOX_BIN", env!("CARGO_BIN_EXE_kernelbox"))
         .env("KERNELBOX_WORKDIR", &workdir)

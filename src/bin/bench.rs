@@ -189,7 +189,15 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
     let workdir = std::env::temp_dir().join(format!("kernelbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     let mut child = Command::new(&agent_bin)
-        .args(["agent", "--addr", "127.0.0.1", "--port", "0"])
+        .args([
+            "agent",
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--envd-port",
+            "0",
+        ])
         .arg("--workdir")
         .arg(&workdir)
         .args(["--default-languages", "python"])
@@ -197,14 +205,18 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
+    // The interpreter's line comes last, once its contexts are ready.
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .ok_or("agent did not start")?
-        .trim()
-        .to_string();
+    let url = loop {
+        line.clear();
+        if stdout.read_line(&mut line)? == 0 {
+            return Err("agent did not start".into());
+        }
+        if let Some(url) = line.split("listening on ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
     let agent = AgentProc { child, url };
     let agent_pid = agent.child.id();
     let client = Client::new(agent.url.clone());

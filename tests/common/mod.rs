@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 /// A running agent. Its kernels are children of the agent and die with it.
 pub struct Agent {
+    /// The interpreter (49999); with `E2b-Sandbox-Port` it answers for the sandbox API too.
     pub url: String,
+    /// The sandbox API's own listener (49983).
+    pub envd_url: String,
     pub workdir: PathBuf,
     child: Child,
 }
@@ -27,27 +30,40 @@ impl Agent {
 
     pub fn start_in(workdir: &std::path::Path, extra: &[&str]) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox"));
-        cmd.args(["agent", "--addr", "127.0.0.1", "--port", "0", "--workdir"])
-            .arg(workdir)
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "kernelbox=warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "agent",
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--envd-port",
+            "0",
+            "--workdir",
+        ])
+        .arg(workdir)
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "kernelbox=warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         // A test binary never leaves agents (or their kernels) behind.
         die_with_this_thread(&mut cmd);
         let mut child = cmd.spawn().expect("spawn kernelbox agent");
         let stdout = child.stdout.take().expect("agent stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut envd_url = String::new();
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(url) = line.split("sandbox API on ").nth(1) {
+                    envd_url = url.trim().to_string();
+                }
                 if !sent {
                     if let Some(url) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(url.trim().to_string());
+                        let _ = tx.send((url.trim().to_string(), envd_url.clone()));
                         sent = true;
                     }
                 }
@@ -55,9 +71,9 @@ impl Agent {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
-        let url = loop {
-            if let Ok(url) = rx.recv_timeout(Duration::from_millis(100)) {
-                break url;
+        let (url, envd_url) = loop {
+            if let Ok(urls) = rx.recv_timeout(Duration::from_millis(100)) {
+                break urls;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("kernelbox agent exited before it was ready: {status}");
@@ -69,6 +85,7 @@ impl Agent {
         };
         Agent {
             url,
+            envd_url,
             workdir: workdir.to_path_buf(),
             child,
         }
