@@ -13,7 +13,7 @@ kernelbox — a self-hostable, E2B-compatible sandbox for AI-generated code
 Usage:
   kernelbox setup [--no-apt] [--source DIR]
       Install everything the kernels need into $KERNELBOX_HOME (default ~/.kernelbox).
-      Idempotent; apt packages (R) are installed system-wide when run as root.
+      Idempotent; apt packages (R, a JDK, fonts) are installed system-wide when run as root.
   kernelbox agent [options]
       Serve the code interpreter API (E2B's port 49999).
         --addr ADDR            address to listen on (default 0.0.0.0)
