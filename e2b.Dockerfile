@@ -18,7 +18,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/kernelbox /usr/local/bin/kernelbox
 COPY kernels /opt/kernelbox/kernels
 COPY startup/start-up.sh /opt/kernelbox/start-up.sh
-# Python venv with ipykernel and the data stack, Deno, bash_kernel, and R (apt, as root).
+# Python venv with ipykernel and the data stack, Deno, bash_kernel, R and the JDK for Java (apt,
+# as root).
 RUN kernelbox setup --source /opt/kernelbox/kernels
 RUN useradd --create-home --shell /bin/bash user
 WORKDIR /home/user

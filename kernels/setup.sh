@@ -4,14 +4,15 @@
 #   bash kernels/setup.sh [--no-apt]
 #
 # Installs everything under $KERNELBOX_HOME (default: $HOME/.kernelbox):
-#   python/          venv with ipykernel, bash_kernel and the data stack (kernels/python/requirements.txt)
+#   python/          venv with ipykernel, bash_kernel and the data stack (kernels/python/requirements.txt),
+#                    and JJava's jar when a JDK is present (kernels/python/requirements-java.txt)
 #   node/            npm prefix holding the pinned deno binary (kernels/javascript/package*.json)
 #   deno/            DENO_DIR used by the javascript kernel
 #   kernels/<name>/  kernelspecs (kernel.json + side files), placeholders left for the agent
 #   ipython/         IPYTHONDIR with profile_default (config + start-up formatters)
 #   cache/           pip / npm / matplotlib caches
 #   .stamps/         hashes of the pin files; a step whose stamp matches is skipped
-# Only apt packages (root only, not with --no-apt) are installed system-wide.
+# Only apt packages (root only, not with --no-apt: R, the JDK, fonts) are installed system-wide.
 # Idempotent: a second run with unchanged pins does no network access and takes a few seconds.
 set -euo pipefail
 
@@ -26,7 +27,7 @@ for arg in "$@"; do
   esac
 done
 
-STEPS=6
+STEPS=7
 step() { local n="$1"; shift; echo "==> [$n/$STEPS] $*"; }
 info() { echo "    $*"; }
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
@@ -46,12 +47,12 @@ export DENO_DIR="$KB/deno" NO_COLOR=1
 export MPLCONFIGDIR="$KB/cache/matplotlib"
 
 # --------------------------------------------------------------------------------------------
-step 1 "system packages (apt: r-cran-irkernel, fonts-noto-cjk)"
-APT_PKGS=(r-cran-irkernel fonts-noto-cjk)
+step 1 "system packages (apt: r-cran-irkernel, openjdk-17-jdk-headless, fonts-noto-cjk)"
+APT_PKGS=(r-cran-irkernel openjdk-17-jdk-headless fonts-noto-cjk)
 if [ "$NO_APT" = 1 ]; then
-  info "skipped (--no-apt): no R kernel, matplotlib uses its default font"
+  info "skipped (--no-apt): no R or Java kernel (unless already installed), default matplotlib font"
 elif [ "$(id -u)" != 0 ]; then
-  info "skipped (not root): no R kernel unless R + IRkernel are already installed"
+  info "skipped (not root): no R or Java kernel unless R + IRkernel / a JDK are already installed"
 elif ! command -v apt-get >/dev/null 2>&1; then
   info "skipped (no apt-get on this system)"
 else
@@ -64,6 +65,9 @@ else
   else
     info "installing: ${missing[*]} (apt-get update + install, may take a few minutes)"
     export DEBIAN_FRONTEND=noninteractive
+    # Slim Debian images drop /usr/share/man; the JDK's postinst links its man pages there with
+    # update-alternatives and fails when the folder is missing.
+    mkdir -p /usr/share/man/man1
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
   fi
@@ -88,7 +92,32 @@ else
 fi
 
 # --------------------------------------------------------------------------------------------
-step 3 "deno for the javascript kernel at $KB/node (npm, downloads ~40 MB the first time)"
+step 3 "java kernel: JJava into the python venv (needs a JDK 11+ with jshell)"
+# JJava runs cells with JShell, which is part of a JDK (a JRE lacks the jdk.jshell module). Its jar
+# comes from PyPI as data files of the `jjava` wheel and lands in the venv's share/ folder. The pin
+# has its own file and stamp, so adding or bumping it never re-runs step 2 or the font cache, and
+# `--no-deps` keeps pip from touching the venv's other packages (jjava depends on nothing).
+JAVA_REQ="$SRC/python/requirements-java.txt"
+JJAVA_JAR="$KB/python/share/jupyter/kernels/java/jjava.jar"
+HAVE_JDK=0
+jdk_major="$(java --list-modules 2>/dev/null | sed -n 's/^jdk\.jshell@\([0-9][0-9]*\).*/\1/p' | head -1 || true)"
+if [ -n "$jdk_major" ] && [ "$jdk_major" -ge 11 ]; then
+  HAVE_JDK=1
+fi
+java_hash="$(hash_of "$JAVA_REQ")"
+if [ "$HAVE_JDK" = 0 ]; then
+  info "skipped: no JDK 11+ with jshell on PATH (as root, step 1 installs openjdk-17-jdk-headless)"
+elif stamp_ok java "$java_hash" && [ -f "$JJAVA_JAR" ]; then
+  info "up to date (stamp matches $JAVA_REQ; JDK $jdk_major)"
+else
+  "$KB/python/bin/python" -m pip install --progress-bar on --no-deps -r "$JAVA_REQ"
+  [ -f "$JJAVA_JAR" ] || die "jjava installed, but $JJAVA_JAR is missing"
+  stamp_set java "$java_hash"
+  info "JJava jar at $JJAVA_JAR (JDK $jdk_major)"
+fi
+
+# --------------------------------------------------------------------------------------------
+step 4 "deno for the javascript kernel at $KB/node (npm, downloads ~40 MB the first time)"
 command -v npm >/dev/null 2>&1 || die "npm not found (Node 20+ with npm is required)"
 JS="$SRC/javascript"
 lock_files=("$JS/package.json")
@@ -119,7 +148,7 @@ fi
 info "$("$DENO_BIN" --version | head -1) ($KB/bin/deno -> $(readlink -f "$DENO_BIN"))"
 
 # --------------------------------------------------------------------------------------------
-step 4 "kernelspecs -> $KB/kernels"
+step 5 "kernelspecs -> $KB/kernels"
 HAVE_R=0
 if command -v R >/dev/null 2>&1 && R --slave -e 'quit(status = !requireNamespace("IRkernel", quietly = TRUE))' >/dev/null 2>&1; then
   HAVE_R=1
@@ -129,6 +158,11 @@ for spec in "$SRC"/*/kernel.json; do
   if [ "$name" = r ] && [ "$HAVE_R" = 0 ]; then
     rm -rf "$KB/kernels/r"
     info "r: skipped (R with IRkernel not available)"
+    continue
+  fi
+  if [ "$name" = java ] && { [ "$HAVE_JDK" = 0 ] || [ ! -f "$JJAVA_JAR" ]; }; then
+    rm -rf "$KB/kernels/java"
+    info "java: skipped (no JDK 11+ with jshell, or JJava not installed)"
     continue
   fi
   rm -rf "$KB/kernels/$name.tmp"
@@ -154,7 +188,7 @@ if [ -f "$MPLRC" ]; then
 fi
 
 # --------------------------------------------------------------------------------------------
-step 5 "ipython profile -> $KB/ipython/profile_default"
+step 6 "ipython profile -> $KB/ipython/profile_default"
 mkdir -p "$KB/ipython/profile_default/startup"
 # Only our files are replaced; IPython's own state (history.sqlite, ...) is left alone.
 rm -f "$KB/ipython/profile_default/startup/"*kernelbox*.py
@@ -165,7 +199,7 @@ for f in "$KB/ipython/profile_default/ipython_kernel_config.py" "$KB/ipython/pro
 done
 
 # --------------------------------------------------------------------------------------------
-step 6 "matplotlib font cache (so the first plot in a kernel prints nothing to stderr)"
+step 7 "matplotlib font cache (so the first plot in a kernel prints nothing to stderr)"
 fonts_hash="$(
   { echo "$py_hash"; echo "cjk=$HAVE_CJK"
     find /usr/share/fonts /usr/local/share/fonts -type f 2>/dev/null | sort; } | sha256sum | cut -d' ' -f1)"

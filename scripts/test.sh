@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KERNELBOX_HOME/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$SECONDS
 
-echo "==> [1/5] kernels (python venv, Deno, bash, R) into $KERNELBOX_HOME"
+echo "==> [1/5] kernels (python venv, Deno, bash, R, Java) into $KERNELBOX_HOME"
 bash kernels/setup.sh
 
 echo "==> [2/5] official E2B SDKs (Python and JS) for the compatibility suites"

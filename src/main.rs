@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Install everything the kernels need into $KERNELBOX_HOME (default ~/.kernelbox).
     ///
-    /// Idempotent; apt packages (R) are installed system-wide when run as root.
+    /// Idempotent; apt packages (R, a JDK, fonts) are installed system-wide when run as root.
     Setup(SetupArgs),
     /// Serve the code interpreter (E2B's port 49999) and the sandbox API (port 49983).
     #[command(

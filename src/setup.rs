@@ -1,6 +1,6 @@
 //! `kernelbox setup`: installs what the kernels need by running `kernels/setup.sh` from the
-//! kernelbox source tree (a Python venv with ipykernel and the data stack, Deno from npm, R from
-//! Debian when root), idempotently, into `$KERNELBOX_HOME`.
+//! kernelbox source tree (a Python venv with ipykernel and the data stack, Deno from npm, R and a
+//! JDK from Debian when root, JJava from PyPI), idempotently, into `$KERNELBOX_HOME`.
 
 use std::path::{Path, PathBuf};
 

@@ -120,20 +120,13 @@ impl Contexts {
     }
 
     fn spec_for(&self, language: &str) -> Result<KernelSpec, ApiError> {
-        if language == "java" {
-            return Err(ApiError::CreateContext(json_message(
-                "The 'java' kernel is not available. kernelbox has no Java kernel: IJava is only \
-                 published as a GitHub release, and no Java kernel installs from the package \
-                 registries kernelbox uses.",
-                "java",
-            )));
-        }
         let kernel = kernel_for(language);
         KernelSpec::load(&self.defaults.kernels_dir, kernel).map_err(|e| match e {
             KernelSpecError::NotFound { .. } => ApiError::CreateContext(json_message(
                 &format!(
                     "The '{language}' kernel is not available: there is no kernelspec named \
-                     '{kernel}' (`kernelbox setup` installs python3, javascript, bash and r)."
+                     '{kernel}' (`kernelbox setup` installs python3, javascript and bash; r and \
+                     java when R and a JDK are present)."
                 ),
                 language,
             )),

@@ -5,6 +5,12 @@
 //! silent cell afterwards, on every path (code-interpreter-api.md §10 B2, B7, B8). The set cell
 //! saves the previous values in the kernel, so restoring puts back exactly what was there, including
 //! values the user's own code set earlier. Values are escaped for the language, never interpolated.
+//!
+//! Java is the exception to "environment": `System.getenv` is an immutable snapshot of the
+//! process's environment, so, like E2B's Java kernel, per-request variables are system properties
+//! (`System.getProperty("FOO")`). JJava runs `kernels/java/startup.jshell` at every kernel start,
+//! which copies the process environment, sandbox-level variables included, into system
+//! properties, so restoring puts back the sandbox-level value where there is one.
 
 use serde_json::Value;
 
@@ -22,6 +28,8 @@ pub enum Syntax {
     JavaScript,
     R,
     Bash,
+    /// JShell (JJava): variables are system properties.
+    Java,
     /// A kernel we do not know how to talk to; env vars are not applied.
     Unknown,
 }
@@ -33,13 +41,17 @@ impl Syntax {
             "javascript" | "typescript" => Syntax::JavaScript,
             "r" => Syntax::R,
             "bash" => Syntax::Bash,
+            "java" => Syntax::Java,
             _ => Syntax::Unknown,
         }
     }
 }
 
-/// A double-quoted string literal valid in Python, JavaScript and R: JSON escapes (`\"`, `\\`,
-/// `\n`, `\u0001`, …) mean the same in all three; non-ASCII stays raw UTF-8.
+/// A double-quoted string literal valid in Python, JavaScript, R and Java: JSON escapes (`\"`,
+/// `\\`, `\n`, `\u0001`, …) mean the same in all four; non-ASCII stays raw UTF-8. Java turns
+/// `\uXXXX` into its character before it lexes, which is harmless here: JSON writes `\u` only for
+/// control characters other than `\n`, `\r` (those get short escapes), and a raw control character
+/// is legal inside a Java string literal; a `\\` before a `u` is not an escape to Java either.
 fn dq(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
@@ -105,6 +117,18 @@ pub fn set_code(syntax: Syntax, vars: &[(String, String)]) -> Option<String> {
             }
             code
         }
+        Syntax::Java => {
+            // One declaration and one statement: JShell keeps `__kernelbox_env` between cells.
+            let pairs: Vec<String> = vars
+                .iter()
+                .map(|(k, v)| format!("{{{}, {}}}", dq(k), dq(v)))
+                .collect();
+            format!(
+                "java.util.Map<String, String> __kernelbox_env = new java.util.HashMap<>();\n\
+                 for (String[] __kv : new String[][] {{{}}}) {{ __kernelbox_env.put(__kv[0], System.getProperty(__kv[0])); System.setProperty(__kv[0], __kv[1]); }}\n",
+                pairs.join(", ")
+            )
+        }
         Syntax::Unknown => return None,
     })
 }
@@ -127,6 +151,7 @@ pub fn restore_code(syntax: Syntax, vars: &[(String, String)]) -> Option<String>
             }
             code
         }
+        Syntax::Java => "if (__kernelbox_env != null) { __kernelbox_env.forEach((__k, __v) -> { if (__v == null) System.clearProperty(__k); else System.setProperty(__k, __v); }); __kernelbox_env = null; }\n".to_string(),
         Syntax::Unknown => return None,
     })
 }
@@ -149,5 +174,21 @@ mod tests {
     fn escaping() {
         assert_eq!(sq("it's"), r"'it'\''s'");
         assert_eq!(dq("a\"b\\\n"), r#""a\"b\\\n""#);
+        // What Java's unicode pre-translation could trip on: `\\u` stays two characters.
+        assert_eq!(dq("\\u0022\u{1}\r"), r#""\\u0022\u0001\r""#);
+    }
+
+    #[test]
+    fn java_sets_properties_and_restores_them() {
+        let vars = vec![("A".to_string(), "x\"y".to_string())];
+        let set = set_code(Syntax::Java, &vars).unwrap();
+        assert!(set.contains(r#"new String[][] {{"A", "x\"y"}}"#), "{set}");
+        assert!(
+            set.contains("System.setProperty(__kv[0], __kv[1])"),
+            "{set}"
+        );
+        let restore = restore_code(Syntax::Java, &vars).unwrap();
+        assert!(restore.contains("System.clearProperty(__k)"), "{restore}");
+        assert_eq!(Syntax::for_language("java"), Syntax::Java);
     }
 }

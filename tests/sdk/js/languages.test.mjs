@@ -1,7 +1,7 @@
 // Languages other than Python through runCode({ language }) and language contexts.
 import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { createSandbox, marker, stdoutOf, assertOk, tempDirs } from './sdk.mjs'
+import { sdk, createSandbox, marker, stdoutOf, assertOk, tempDirs } from './sdk.mjs'
 
 let sbx
 const tempDir = tempDirs()
@@ -124,6 +124,66 @@ test('r context with cwd', async () => {
     assertOk(execution)
     assert.equal(stdoutOf(execution), `r-${m}\n`)
     assert.deepEqual(execution.results.map((r) => r.text), [`[1] "${dir}"`])
+  } finally {
+    await sbx.removeCodeContext(ctx)
+  }
+})
+
+test('java', async () => {
+  const m = marker()
+  // JJava (JShell): the value of the last expression is the main result, println goes to stdout.
+  const execution = await sbx.runCode(`int a_${m} = 20;\nSystem.out.println("java-${m}");\na_${m} * 2 + 2`, {
+    language: 'java',
+  })
+  assertOk(execution)
+  assert.equal(stdoutOf(execution), `java-${m}\n`)
+  assert.equal(execution.text, '42')
+})
+
+test('java errors', async () => {
+  const m = marker()
+  let execution = await sbx.runCode(`throw new IllegalStateException("javaboom-${m}");`, { language: 'java' })
+  assert.ok(execution.error)
+  assert.equal(execution.error.name, 'RuntimeException')
+  assert.equal(execution.error.value, `java.lang.IllegalStateException, javaboom-${m}`)
+  assert.ok(execution.error.traceback.includes(`javaboom-${m}`))
+  execution = await sbx.runCode(`int n_${m} = "not an int";`, { language: 'java' })
+  assert.ok(execution.error)
+  assert.equal(execution.error.name, 'CompilationException')
+  assert.ok(execution.error.traceback.includes('incompatible types'))
+})
+
+test('java envs are system properties', async () => {
+  // As with E2B's Java kernel, per-request envs are system properties, removed afterwards;
+  // sandbox-level variables are system properties too.
+  const key = `FOO_${marker()}`
+  let execution = await sbx.runCode(`System.getProperty("${key}")`, { language: 'java', envs: { [key]: 'bar "q" é' } })
+  assertOk(execution)
+  assert.equal(execution.text, 'bar "q" é')
+  execution = await sbx.runCode(`System.getProperty("${key}", "default")`, { language: 'java' })
+  assert.equal(execution.text, 'default')
+  execution = await sbx.runCode('System.getProperty("KERNELBOX_SANDBOX_VAR")', { language: 'java' })
+  assert.equal(execution.text, 'sandbox-value')
+})
+
+test('java context: cwd, state and an interrupted busy loop', async () => {
+  const m = marker()
+  const dir = tempDir()
+  const ctx = await sbx.createCodeContext({ language: 'java', cwd: dir })
+  try {
+    assert.equal(ctx.language, 'java')
+    assert.equal(ctx.cwd, dir)
+    const cwd = await sbx.runCode('System.getProperty("user.dir")', { context: ctx })
+    assertOk(cwd)
+    assert.equal(cwd.text, dir)
+    assertOk(await sbx.runCode(`int kept_${m} = 7;`, { context: ctx }))
+    await assert.rejects(sbx.runCode('while (true) {}', { context: ctx, timeoutMs: 3000 }), (err) => {
+      assert.ok(err instanceof sdk.TimeoutError, `expected TimeoutError, got ${err}`)
+      return true
+    })
+    const execution = await sbx.runCode(`kept_${m} * 6`, { context: ctx, timeoutMs: 20000 })
+    assertOk(execution)
+    assert.equal(execution.text, '42')
   } finally {
     await sbx.removeCodeContext(ctx)
   }

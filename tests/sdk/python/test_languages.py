@@ -1,6 +1,7 @@
 """Languages other than Python through `run_code(language=...)` and language contexts."""
 
 import pytest
+from e2b_code_interpreter import TimeoutException
 
 from sdkutil import assert_ok, stdout_of
 
@@ -110,5 +111,63 @@ def test_r_stdout_and_context(sandbox, marker, tmp_path):
         assert_ok(execution)
         assert stdout_of(execution) == f"r-{marker}\n"
         assert [r.text for r in execution.results] == [f'[1] "{tmp_path}"']
+    finally:
+        sandbox.remove_code_context(ctx)
+
+
+def test_java(sandbox, marker):
+    # JJava (JShell): the value of the last expression is the main result, println goes to stdout.
+    execution = sandbox.run_code(
+        f'int a_{marker} = 20;\nSystem.out.println("java-{marker}");\na_{marker} * 2 + 2',
+        language="java",
+    )
+    assert_ok(execution)
+    assert stdout_of(execution) == f"java-{marker}\n"
+    assert execution.text == "42"
+
+
+def test_java_errors(sandbox, marker):
+    execution = sandbox.run_code(
+        f'throw new IllegalStateException("javaboom-{marker}");', language="java"
+    )
+    assert execution.error is not None
+    assert execution.error.name == "RuntimeException"
+    assert execution.error.value == f"java.lang.IllegalStateException, javaboom-{marker}"
+    assert f"javaboom-{marker}" in execution.error.traceback
+    execution = sandbox.run_code(f'int n_{marker} = "not an int";', language="java")
+    assert execution.error is not None
+    assert execution.error.name == "CompilationException"
+    assert "incompatible types" in execution.error.traceback
+
+
+def test_java_envs_are_system_properties(sandbox, marker):
+    # As with E2B's Java kernel, per-request envs are system properties, removed afterwards;
+    # sandbox-level variables are system properties too.
+    key = f"FOO_{marker}"
+    execution = sandbox.run_code(
+        f'System.getProperty("{key}")', language="java", envs={key: "bar \"q\" é"}
+    )
+    assert_ok(execution)
+    assert execution.text == "bar \"q\" é"
+    execution = sandbox.run_code(f'System.getProperty("{key}", "default")', language="java")
+    assert execution.text == "default"
+    execution = sandbox.run_code('System.getProperty("KERNELBOX_SANDBOX_VAR")', language="java")
+    assert execution.text == "sandbox-value"
+
+
+def test_java_context_cwd_state_and_timeout(sandbox, marker, tmp_path):
+    ctx = sandbox.create_code_context(language="java", cwd=str(tmp_path))
+    try:
+        assert ctx.language == "java"
+        assert ctx.cwd == str(tmp_path)
+        execution = sandbox.run_code('System.getProperty("user.dir")', context=ctx)
+        assert_ok(execution)
+        assert execution.text == str(tmp_path)
+        assert_ok(sandbox.run_code(f"int kept_{marker} = 7;", context=ctx))
+        with pytest.raises(TimeoutException):
+            sandbox.run_code("while (true) {}", context=ctx, timeout=3)
+        execution = sandbox.run_code(f"kept_{marker} * 6", context=ctx)
+        assert_ok(execution)
+        assert execution.text == "42"
     finally:
         sandbox.remove_code_context(ctx)

@@ -1,0 +1,377 @@
+//! The java kernel (JJava on JShell) through the interpreter API: insta snapshots of whole
+//! executions (ids, timestamps, paths and JShell snippet numbers redacted) for results, output,
+//! errors, state, env vars, timeouts and contexts.
+//!
+//! One agent serves every test here. It starts only a java default context (the java kernel is a
+//! JVM: no python or javascript kernels are started that these tests do not use), with one
+//! sandbox-level variable. Each test that counts executions works in a context of its own.
+
+mod common;
+
+use std::time::Duration;
+
+use kernelbox::client::Client;
+use serde_json::{json, Value};
+
+/// The agent for this test binary, with `--default-languages java`.
+fn agent() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The agent dies with the thread that starts it, so that thread lives as long as the
+        // process.
+        std::thread::spawn(move || {
+            let agent = common::Agent::start(&[
+                "--default-languages",
+                "java",
+                "--env",
+                "KERNELBOX_SANDBOX_VAR=sandbox-value",
+            ]);
+            let _ = tx.send(agent.url.clone());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("agent started")
+    })
+}
+
+/// Runs one `/execute` and returns its events without keepalives, checking that the stream is
+/// ASCII, one JSON object a line, ending with `end_of_execution`.
+async fn events(url: &str, body: Value) -> Vec<Value> {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/execute"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "status for {body}");
+    let text = res.text().await.expect("body");
+    assert!(text.is_ascii(), "stream must be ASCII: {text}");
+    assert!(
+        text.ends_with("{\"type\": \"end_of_execution\"}\n"),
+        "{text}"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
+        .filter(|l| l["type"] != "keepalive")
+        .collect()
+}
+
+async fn new_context(url: &str) -> String {
+    Client::new(url)
+        .create_context(Some("java"), None)
+        .await
+        .expect("create java context")
+        .id
+}
+
+async fn run_in(url: &str, ctx: &str, code: &str) -> Vec<Value> {
+    events(url, json!({"code": code, "context_id": ctx})).await
+}
+
+/// The text of the main result, if any.
+fn result_text(events: &[Value]) -> Option<String> {
+    events
+        .iter()
+        .find(|l| l["type"] == "result")
+        .and_then(|l| l["text"].as_str())
+        .map(str::to_string)
+}
+
+/// JShell names each snippet `#<n>` in stack traces; `n` counts every snippet the kernel has seen,
+/// so it depends on what ran before, not on the code. Replaced by `#[n]` in every string.
+fn redact_snippet_numbers(v: Value) -> Value {
+    match v {
+        Value::String(s) => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find('#') {
+                out.push_str(&rest[..=i]);
+                rest = &rest[i + 1..];
+                let digits = rest.chars().take_while(char::is_ascii_digit).count();
+                if digits > 0 && rest[digits..].starts_with(':') {
+                    out.push_str("[n]");
+                    rest = &rest[digits..];
+                }
+            }
+            out.push_str(rest);
+            Value::String(out)
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(redact_snippet_numbers).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, redact_snippet_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::assert_json_snapshot!($name, redact_snippet_numbers(json!($value)), {
+            ".**.timestamp" => "[timestamp]",
+            ".**.id" => "[id]",
+        })
+    };
+}
+
+#[tokio::test]
+async fn result_value_and_println() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    let result = run_in(url, &ctx, "int a = 20;\na * 2 + 2").await;
+    let string = run_in(url, &ctx, "\"Hello \" + \"World!\"").await;
+    let println = run_in(
+        url,
+        &ctx,
+        "System.out.println(\"Hello, World!\");\nSystem.err.println(\"to stderr\");",
+    )
+    .await;
+    let both = run_in(
+        url,
+        &ctx,
+        "System.out.print(\"partial \");\njava.util.List.of(1, 2, 3)",
+    )
+    .await;
+    let nothing = run_in(url, &ctx, "void noop() {}").await;
+    snap!(
+        "java_result_and_println",
+        json!({"result": result, "string": string, "println": println, "print_and_result": both, "declaration_only": nothing})
+    );
+}
+
+#[tokio::test]
+async fn exception_and_compile_error() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    let exception = run_in(url, &ctx, "throw new IllegalStateException(\"boom\");").await;
+    let nested = run_in(
+        url,
+        &ctx,
+        "int parse(String s) { return Integer.parseInt(s); }\nparse(\"not a number\")",
+    )
+    .await;
+    let compile = run_in(url, &ctx, "int y = \"a string\";").await;
+    let unknown = run_in(url, &ctx, "undefinedVariable + 1").await;
+    // Output before the failing snippet is kept; snippets after it do not run.
+    let partial = run_in(
+        url,
+        &ctx,
+        "System.out.println(\"before\");\nthrow new RuntimeException(\"stop\");\nSystem.out.println(\"never\");",
+    )
+    .await;
+    let after = run_in(url, &ctx, "1 + 1").await;
+    assert_eq!(result_text(&after).as_deref(), Some("2"));
+    snap!(
+        "java_errors",
+        json!({"exception": exception, "nested": nested, "compile_error": compile, "unknown_symbol": unknown, "partial": partial})
+    );
+}
+
+#[tokio::test]
+async fn state_across_runs() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    let mut seen = Vec::new();
+    for code in [
+        "import java.util.*;\nList<String> items = new ArrayList<>();\nitems.add(\"a\");",
+        "items.add(\"b\");\nitems",
+        "String shout(String s) { return s.toUpperCase() + \"!\"; }",
+        "record Point(int x, int y) {}",
+        "shout(String.join(\",\", items)) + \" \" + new Point(1, 2)",
+        "int counter = 0;",
+        "counter += 5;\ncounter",
+    ] {
+        seen.push(json!({"code": code, "events": run_in(url, &ctx, code).await}));
+    }
+    snap!("java_state_across_runs", seen);
+}
+
+#[tokio::test]
+async fn env_vars_per_request_and_restored() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    let read = |key: &str| format!("System.getProperty(\"{key}\", \"<unset>\")");
+    let tricky = "it's \"quoted\" \\ back \\u0041 $HOME \u{e9}\nline2\ttab";
+    let mut seen = serde_json::Map::new();
+    let mut run = |name: &str, out: Vec<Value>| {
+        seen.insert(name.to_string(), json!(out));
+    };
+    // Sandbox-level variables are system properties (and still environment variables).
+    run(
+        "sandbox_level",
+        run_in(
+            url,
+            &ctx,
+            "System.getProperty(\"KERNELBOX_SANDBOX_VAR\") + \" \" + System.getenv(\"KERNELBOX_SANDBOX_VAR\")",
+        )
+        .await,
+    );
+    let with = events(
+        url,
+        json!({"code": read("KB_JAVA"), "context_id": ctx, "env_vars": {"KB_JAVA": tricky}}),
+    )
+    .await;
+    assert_eq!(result_text(&with).as_deref(), Some(tricky), "{with:?}");
+    run("per_request", with);
+    run("after_request", run_in(url, &ctx, &read("KB_JAVA")).await);
+    // A per-request value over a sandbox-level one, and the sandbox-level one back afterwards.
+    run(
+        "override",
+        events(
+            url,
+            json!({"code": read("KERNELBOX_SANDBOX_VAR"), "context_id": ctx, "env_vars": {"KERNELBOX_SANDBOX_VAR": "override"}}),
+        )
+        .await,
+    );
+    run(
+        "after_override",
+        run_in(url, &ctx, &read("KERNELBOX_SANDBOX_VAR")).await,
+    );
+    // A value the user's own code set comes back after a request that overrode it.
+    run_in(url, &ctx, "System.setProperty(\"KB_MINE\", \"mine\");").await;
+    run(
+        "over_user_value",
+        events(
+            url,
+            json!({"code": read("KB_MINE"), "context_id": ctx, "env_vars": {"KB_MINE": "request"}}),
+        )
+        .await,
+    );
+    run("user_value_back", run_in(url, &ctx, &read("KB_MINE")).await);
+    // Restored on the error path too.
+    run(
+        "failing_request",
+        events(
+            url,
+            json!({"code": "throw new RuntimeException(System.getProperty(\"KB_ERR\"));", "context_id": ctx, "env_vars": {"KB_ERR": "in-error"}}),
+        )
+        .await,
+    );
+    run(
+        "after_failing_request",
+        run_in(url, &ctx, &read("KB_ERR")).await,
+    );
+    snap!("java_env_vars", seen);
+}
+
+#[tokio::test]
+async fn timeout_interrupts_a_busy_loop_and_keeps_state() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    run_in(url, &ctx, "int kept = 7;").await;
+    let started = std::time::Instant::now();
+    let busy = tokio::time::timeout(
+        Duration::from_secs(60),
+        events(
+            url,
+            json!({"code": "System.out.println(\"spinning\");\nwhile (true) {}", "context_id": ctx, "timeout": 3}),
+        ),
+    )
+    .await
+    .expect("the timed-out cell ends");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "interrupt took {:?}",
+        started.elapsed()
+    );
+    let sleeping = events(
+        url,
+        json!({"code": "Thread.sleep(60_000);", "context_id": ctx, "timeout": 2}),
+    )
+    .await;
+    let state = run_in(url, &ctx, "kept * 6").await;
+    assert_eq!(result_text(&state).as_deref(), Some("42"), "{state:?}");
+    // The interrupt endpoint stops a busy cell the same way.
+    let body = json!({"code": "long spins = 0;\nwhile (true) { spins++; }", "context_id": ctx});
+    let running = tokio::spawn(async move { events(url, body).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Client::new(url).interrupt_context(&ctx).await.unwrap();
+    let interrupted = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the interrupted cell ends")
+        .unwrap();
+    let after = run_in(url, &ctx, "kept + 1").await;
+    assert_eq!(result_text(&after).as_deref(), Some("8"), "{after:?}");
+    snap!(
+        "java_timeout_and_interrupt",
+        json!({"busy_loop_timeout": busy, "sleep_timeout": sleeping, "state_after": state, "interrupt_endpoint": interrupted})
+    );
+}
+
+#[tokio::test]
+async fn contexts_with_language_java() {
+    let url = agent();
+    let http = reqwest::Client::new();
+    let dir = common::tempdir("java-cwd");
+    let created: Value = http
+        .post(format!("{url}/contexts"))
+        .json(&json!({"language": "java", "cwd": dir}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("context id").to_string();
+    assert_eq!(created["cwd"], json!(dir));
+    let cwd = run_in(url, &id, "System.getProperty(\"user.dir\")").await;
+    assert_eq!(result_text(&cwd), dir.to_str().map(str::to_string));
+    let file = run_in(
+        url,
+        &id,
+        "java.nio.file.Files.writeString(java.nio.file.Path.of(\"hello.txt\").toAbsolutePath(), \"hi\");\nnew java.io.File(\"hello.txt\").getAbsoluteFile().exists()",
+    )
+    .await;
+    assert_eq!(result_text(&file).as_deref(), Some("true"), "{file:?}");
+    assert!(dir.join("hello.txt").exists());
+    let listed: Value = http
+        .get(format!("{url}/contexts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let languages: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["language"].as_str())
+        .collect();
+    assert!(languages.iter().all(|l| *l == "java"), "{languages:?}");
+    // `language: "java"` without a context id runs in the default java context; `Java` and
+    // ` java ` name the same language.
+    let by_language = events(
+        url,
+        json!({"code": "\"default \" + 1", "language": " Java "}),
+    )
+    .await;
+    assert_eq!(result_text(&by_language).as_deref(), Some("default 1"));
+    let restarted = http
+        .post(format!("{url}/contexts/{id}/restart"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restarted.status(), 200);
+    let after_restart = run_in(url, &id, "System.getProperty(\"user.dir\")").await;
+    assert_eq!(
+        result_text(&after_restart),
+        dir.to_str().map(str::to_string)
+    );
+    let deleted = http
+        .delete(format!("{url}/contexts/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let created = json!({"id": created["id"], "language": created["language"], "cwd": "[dir]"});
+    snap!(
+        "java_context",
+        json!({"created": created, "default_context_run": by_language})
+    );
+}
