@@ -67,6 +67,14 @@ struct AgentArgs {
     /// Sandbox API (envd) port (0 picks a free one)
     #[arg(long, value_name = "PORT", default_value_t = ENVD_PORT)]
     envd_port: u16,
+    /// Also serve both APIs on this unix socket (requests without E2b-Sandbox-Port go to the
+    /// sandbox API)
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
+    /// Require this X-Access-Token on the sandbox API and /execute [default:
+    /// $KERNELBOX_ACCESS_TOKEN; none: debug mode, all open]
+    #[arg(long, value_name = "TOKEN")]
+    access_token: Option<String>,
     /// Default cwd of contexts [default: /home/user if it exists, else $KERNELBOX_HOME/workspace]
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
@@ -150,6 +158,11 @@ impl AgentArgs {
             addr: self.addr,
             port: self.port,
             envd_port: self.envd_port,
+            unix_socket: self.unix_socket,
+            access_token: self
+                .access_token
+                .or_else(|| std::env::var("KERNELBOX_ACCESS_TOKEN").ok())
+                .filter(|t| !t.is_empty()),
             workdir: self
                 .workdir
                 .unwrap_or_else(|| config::default_workdir(&home)),

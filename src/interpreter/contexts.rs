@@ -55,6 +55,8 @@ struct Registry {
 
 pub struct Contexts {
     defaults: ContextDefaults,
+    /// Sandbox-level variables for new contexts: `defaults.env` plus what the init call set.
+    sandbox_env: Mutex<Vec<(String, String)>>,
     registry: Mutex<Registry>,
     /// One per language, so concurrent first requests create a single default.
     language_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -63,6 +65,7 @@ pub struct Contexts {
 impl Contexts {
     pub fn new(defaults: ContextDefaults) -> Contexts {
         Contexts {
+            sandbox_env: Mutex::new(defaults.env.clone()),
             defaults,
             registry: Mutex::default(),
             language_locks: Mutex::default(),
@@ -106,7 +109,7 @@ impl Contexts {
         let spec = self.spec_for(&language)?;
         let launch = LaunchOptions {
             cwd: cwd.clone(),
-            env: self.defaults.env.clone(),
+            env: self.sandbox_env().clone(),
             home: self.defaults.home.clone(),
             runtime_dir: self.defaults.runtime_dir.clone(),
         };
@@ -207,6 +210,18 @@ impl Contexts {
         ctx.shutdown().await;
         tracing::info!(%id, "context removed");
         Ok(())
+    }
+
+    fn sandbox_env(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        self.sandbox_env.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets sandbox-level variables for every context, running or to come (the init call). Each
+    /// running kernel gets them before its next execution.
+    pub async fn set_sandbox_env(&self, vars: &[(String, String)]) {
+        crate::sys::env::merge(&mut self.sandbox_env(), vars);
+        let all = self.list();
+        futures_util::future::join_all(all.iter().map(|c| c.set_sandbox_env(vars))).await;
     }
 
     /// Stops every kernel (agent shutdown).

@@ -14,12 +14,7 @@
 
 use serde_json::Value;
 
-/// A valid variable name: `^[A-Za-z_][A-Za-z0-9_]*$`.
-pub fn valid_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub use crate::sys::env::valid_name as valid_key;
 
 /// The kernel language family that decides the syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
