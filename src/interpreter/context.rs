@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, RwLock};
 use tracing::Instrument;
 
-use super::env::{self, Syntax};
+use super::env;
 use super::execution::ExecutionError;
+use super::language;
 use super::stream::{EndReason, EventSink, ExecutionStream};
 use crate::jupyter::process::wait_silent;
 use crate::jupyter::{Kernel, KernelError, KernelSpec, LaunchOptions, Subscription};
@@ -158,7 +159,7 @@ impl Context {
         }
         let _turn = self.exec_lock.lock().await;
         let generation = self.current.read().await.clone();
-        let syntax = Syntax::for_language(&self.language);
+        let syntax = language::syntax(&self.language);
         if let Some(code) = env::set_code(syntax, vars) {
             if let Err(e) = generation
                 .kernel
@@ -235,7 +236,7 @@ impl Context {
             return;
         }
         let kernel = &generation.kernel;
-        let syntax = Syntax::for_language(&self.language);
+        let syntax = language::syntax(&self.language);
 
         // Pipelined: the env cell and the user's cell go out back to back.
         let env_sub = match env::set_code(syntax, &req.env_vars) {

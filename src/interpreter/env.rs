@@ -29,19 +29,6 @@ pub enum Syntax {
     Unknown,
 }
 
-impl Syntax {
-    pub fn for_language(language: &str) -> Syntax {
-        match language {
-            "python" => Syntax::Python,
-            "javascript" | "typescript" => Syntax::JavaScript,
-            "r" => Syntax::R,
-            "bash" => Syntax::Bash,
-            "java" => Syntax::Java,
-            _ => Syntax::Unknown,
-        }
-    }
-}
-
 /// A double-quoted string literal valid in Python, JavaScript, R and Java: JSON escapes (`\"`,
 /// `\\`, `\n`, `\u0001`, …) mean the same in all four; non-ASCII stays raw UTF-8. Java turns
 /// `\uXXXX` into its character before it lexes, which is harmless here: JSON writes `\u` only for
@@ -184,6 +171,5 @@ mod tests {
         );
         let restore = restore_code(Syntax::Java, &vars).unwrap();
         assert!(restore.contains("System.clearProperty(__k)"), "{restore}");
-        assert_eq!(Syntax::for_language("java"), Syntax::Java);
     }
 }
