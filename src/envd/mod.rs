@@ -2,12 +2,14 @@
 //! and `sbx.pty` of the official SDKs call (`../shared/spec/envd-api.md`).
 //!
 //! - `users`: Linux accounts and how a request's paths resolve for them;
-//! - `error`: Connect error codes and the one place envd errors become HTTP.
+//! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `process`: commands and terminals (`process.Process`).
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
 pub mod error;
+pub mod process;
 pub mod users;
 
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ pub struct Envd {
     settings: RwLock<Settings>,
     /// The user the agent runs as.
     own_user: User,
+    /// Commands and terminals; dropping them kills what still runs.
+    processes: process::Processes,
 }
 
 impl Envd {
@@ -65,6 +69,9 @@ impl Envd {
         Ok(Arc::new(Envd {
             settings: RwLock::new(settings),
             own_user,
+            processes: process::Processes::new(process::ProcessOptions::under(
+                &crate::config::home(),
+            )),
         }))
     }
 
@@ -79,6 +86,11 @@ impl Envd {
     /// Changes the settings (the init call).
     pub fn update(&self, change: impl FnOnce(&mut Settings)) {
         change(&mut self.settings.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The processes started through the sandbox API.
+    pub fn processes(&self) -> &process::Processes {
+        &self.processes
     }
 
     /// The caller a request acts as: `username` (from `Authorization: Basic` or `?username=`),
