@@ -2,12 +2,17 @@
 //! and `sbx.pty` of the official SDKs call (`../shared/spec/envd-api.md`).
 //!
 //! - `users`: Linux accounts and how a request's paths resolve for them;
-//! - `error`: Connect error codes and the one place envd errors become HTTP.
+//! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
+//!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
+//! - `rpc`: the services' request and response messages, one file per protobuf package.
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
+pub mod connect;
 pub mod error;
+pub mod rpc;
 pub mod users;
 
 use std::path::PathBuf;
