@@ -3,13 +3,18 @@
 //!
 //! - `users`: Linux accounts and how a request's paths resolve for them;
 //! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
+//!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
+//! - `rpc`: the services' request and response messages, one file per protobuf package;
 //! - `process`: commands and terminals (`process.Process`).
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
+pub mod connect;
 pub mod error;
 pub mod process;
+pub mod rpc;
 pub mod users;
 
 use std::path::PathBuf;
