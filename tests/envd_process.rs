@@ -496,3 +496,354 @@ async fn dropping_the_table_kills_what_runs() {
     drop(f.processes);
     assert_group_gone(pid).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over HTTP: the Connect handlers of a real agent (no default contexts, so it starts at once).
+
+mod http {
+    use std::time::Duration;
+
+    use base64::Engine;
+    use serde_json::{json, Value};
+
+    use super::common;
+
+    /// One agent for this section, on a thread that lives as long as the test binary.
+    fn envd() -> &'static str {
+        static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        URL.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let agent = common::Agent::start(&[
+                    "--default-languages=",
+                    "--env",
+                    "KB_SANDBOX_VAR=from-sandbox",
+                ]);
+                let _ = tx.send(agent.envd_url.clone());
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("agent started")
+        })
+    }
+
+    fn envelope(flags: u8, message: &Value) -> Vec<u8> {
+        let json = message.to_string().into_bytes();
+        let mut out = vec![flags];
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(&json);
+        out
+    }
+
+    /// Splits a streaming body into (flags, message) envelopes.
+    fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
+        let mut out = Vec::new();
+        while body.len() >= 5 {
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            let message = serde_json::from_slice(&body[5..5 + len]).expect("envelope JSON");
+            out.push((body[0], message));
+            body = &body[5 + len..];
+        }
+        assert!(body.is_empty(), "trailing bytes");
+        out
+    }
+
+    fn post(method: &str, content_type: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}/process.Process/{method}", envd()))
+            .header("content-type", content_type)
+            .header("connect-protocol-version", "1")
+    }
+
+    async fn unary(method: &str, body: Value) -> (u16, Value) {
+        let res = post(method, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("JSON body"))
+    }
+
+    /// A whole server stream: its data messages and its end-stream message.
+    async fn stream(method: &str, body: Value, headers: &[(&str, &str)]) -> (Vec<Value>, Value) {
+        let mut req = post(method, "application/connect+json").body(envelope(0, &body));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request");
+        assert_eq!(res.status(), 200);
+        let body = res.bytes().await.expect("body");
+        let mut all = envelopes(&body);
+        let (flags, end) = all.pop().expect("end-stream");
+        assert_eq!(flags, 2, "the last envelope ends the stream");
+        assert!(all.iter().all(|(f, _)| *f == 0));
+        (all.into_iter().map(|(_, m)| m).collect(), end)
+    }
+
+    fn sh(script: &str) -> Value {
+        json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", script]}, "stdin": false})
+    }
+
+    fn data(events: &[Value], stream: &str) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bytes: Vec<u8> = events
+            .iter()
+            .filter_map(|e| e["event"]["data"][stream].as_str())
+            .flat_map(|s| b64.decode(s).expect("base64"))
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn ends(events: &[Value]) -> Vec<&Value> {
+        events
+            .iter()
+            .filter_map(|e| e["event"].get("end"))
+            .collect()
+    }
+
+    fn pid_of(events: &[Value]) -> u64 {
+        events[0]["event"]["start"]["pid"]
+            .as_u64()
+            .expect("start{pid} first")
+    }
+
+    #[tokio::test]
+    async fn start_streams_start_output_and_one_end() {
+        let (events, end) = stream(
+            "Start",
+            sh("echo \"hi $KB_SANDBOX_VAR $REQ_VAR\"; echo err >&2; exit 3"),
+            &[],
+        )
+        .await;
+        pid_of(&events);
+        assert_eq!(end, json!({}));
+        assert_eq!(data(&events, "stdout"), "hi from-sandbox \n");
+        assert_eq!(data(&events, "stderr"), "err\n");
+        assert_eq!(
+            ends(&events),
+            [
+                &json!({"exitCode": 3, "exited": true, "status": "exit status 3", "error": "exit status 3"})
+            ]
+        );
+        assert!(events.last().expect("end")["event"].get("end").is_some());
+
+        let mut with_env = sh("echo $REQ_VAR; pwd");
+        with_env["process"]["envs"] = json!({"REQ_VAR": "r"});
+        with_env["process"]["cwd"] = json!("/tmp");
+        let (events, _) = stream("Start", with_env, &[]).await;
+        assert_eq!(data(&events, "stdout"), "r\n/tmp\n");
+        assert_eq!(
+            ends(&events),
+            [&json!({"exited": true, "status": "exit status 0"})]
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_have_envds_codes() {
+        let (events, end) = stream(
+            "Connect",
+            json!({"process": {"pid": 4_000_000_000u32}}),
+            &[],
+        )
+        .await;
+        assert!(events.is_empty());
+        assert_eq!(end["error"]["code"], "not_found");
+        let (status, body) = unary(
+            "SendSignal",
+            json!({"process": {"pid": 4_000_000_000u32}, "signal": "SIGNAL_SIGKILL"}),
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+        let mut bad_cwd = sh("true");
+        bad_cwd["process"]["cwd"] = json!("/no/such/dir");
+        let (_, end) = stream("Start", bad_cwd, &[]).await;
+        assert_eq!(end["error"]["code"], "invalid_argument");
+        assert_eq!(end["error"]["message"], "cwd '/no/such/dir' does not exist");
+
+        // base64("no-such-user-kb:")
+        let (_, end) = stream(
+            "Start",
+            sh("true"),
+            &[("authorization", "Basic bm8tc3VjaC11c2VyLWtiOg==")],
+        )
+        .await;
+        assert_eq!(end["error"]["code"], "unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_kills_the_group_of_a_started_command() {
+        let dir = common::tempdir("envd-deadline");
+        let marker = dir.join("f");
+        let script = format!("(sleep 1.5; touch {}) & sleep 60", marker.display());
+        let started = std::time::Instant::now();
+        let (events, end) = stream("Start", sh(&script), &[("connect-timeout-ms", "700")]).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(end["error"]["code"], "deadline_exceeded");
+        let pid = pid_of(&events);
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert!(!marker.exists(), "a grandchild outlived the deadline");
+        // SAFETY: signal 0 only checks whether the group exists.
+        let alive = unsafe { libc::killpg(pid as i32, 0) } == 0;
+        assert!(
+            !alive || super::only_zombies(pid as u32),
+            "the group survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn stdin_through_send_input_stream_input_and_close() {
+        let tag = format!("stdin-{}", std::process::id());
+        let body = json!({"process": {"cmd": "/bin/cat"}, "tag": tag});
+        let started = tokio::spawn(stream("Start", body, &[]));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let (status, _) = unary(
+            "SendInput",
+            json!({"process": {"tag": tag}, "input": {"stdin": "b25lIA=="}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let mut input = envelope(0, &json!({"start": {"process": {"tag": tag}}}));
+        input.extend(envelope(
+            0,
+            &json!({"data": {"input": {"stdin": "dHdvIA=="}}}),
+        ));
+        input.extend(envelope(0, &json!({"keepalive": {}})));
+        input.extend(envelope(
+            0,
+            &json!({"data": {"input": {"stdin": "dGhyZWU="}}}),
+        ));
+        let res = post("StreamInput", "application/connect+json")
+            .body(input)
+            .send()
+            .await
+            .expect("stream input");
+        let reply = envelopes(&res.bytes().await.expect("body"));
+        assert_eq!(reply, [(0, json!({})), (2, json!({}))]);
+
+        let (status, listed) = unary("List", json!({})).await;
+        assert_eq!(status, 200);
+        let mine = listed["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .find(|p| p["tag"] == tag.as_str())
+            .expect("listed by tag")
+            .clone();
+        assert_eq!(mine["config"], json!({"cmd": "/bin/cat"}));
+
+        let (status, _) = unary("CloseStdin", json!({"process": {"tag": tag}})).await;
+        assert_eq!(status, 200);
+        let (events, end) = started.await.expect("join");
+        assert_eq!(end, json!({}));
+        assert_eq!(data(&events, "stdout"), "one two three");
+        assert_eq!(ends(&events).len(), 1);
+
+        // Late connect: the end again.
+        let (late, _) = stream("Connect", json!({"process": {"pid": mine["pid"]}}), &[]).await;
+        assert_eq!(late.len(), 2, "{late:?}");
+        assert_eq!(
+            ends(&late),
+            [&json!({"exited": true, "status": "exit status 0"})]
+        );
+    }
+
+    #[tokio::test]
+    async fn keepalives_while_quiet_and_signals() {
+        let (events, _) = stream(
+            "Start",
+            sh("sleep 2.5; echo done"),
+            &[("keepalive-ping-interval", "1")],
+        )
+        .await;
+        let keepalives = events
+            .iter()
+            .filter(|e| e["event"].get("keepalive").is_some())
+            .count();
+        assert!(keepalives >= 1, "{events:?}");
+
+        let started = tokio::spawn(stream("Start", sh("sleep 30"), &[]));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, listed) = unary("List", json!({})).await;
+        let pid = listed["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .find(|p| p["config"]["args"][2] == "sleep 30")
+            .map(|p| p["pid"].clone())
+            .expect("listed");
+        let (status, _) = unary(
+            "SendSignal",
+            json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGTERM"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (events, _) = started.await.expect("join");
+        assert_eq!(
+            ends(&events),
+            [
+                &json!({"exitCode": -1, "status": "signal: terminated", "error": "signal: terminated"})
+            ]
+        );
+    }
+
+    /// A client that connects and then never reads its socket, while the command writes far more
+    /// than the socket buffers and the queue hold: the command finishes and a second client gets
+    /// every byte.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_blocks_nobody() {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+
+        const TOTAL: usize = 40 << 20;
+        let body = sh(&format!("sleep 1; head -c {TOTAL} /dev/zero"));
+        let res = post("Start", "application/connect+json")
+            .body(envelope(0, &body))
+            .send()
+            .await
+            .expect("start");
+        let mut chunks = res.bytes_stream();
+        let mut buf = Vec::new();
+        while buf.len() < 5
+            || buf.len() < 5 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+        {
+            buf.extend_from_slice(&chunks.next().await.expect("chunk").expect("bytes"));
+        }
+        let pid =
+            envelopes(&buf[..5 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize])[0]
+                .1["event"]["start"]["pid"]
+                .as_u64()
+                .expect("pid");
+
+        // The stalled client: a raw HTTP/1.1 Connect whose response is never read.
+        let addr = envd().trim_start_matches("http://").to_string();
+        let mut stalled = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let message = envelope(0, &json!({"process": {"pid": pid}}));
+        let head = format!(
+            "POST /process.Process/Connect HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/connect+json\r\ncontent-length: {}\r\n\r\n",
+            message.len()
+        );
+        stalled.write_all(head.as_bytes()).await.expect("write");
+        stalled.write_all(&message).await.expect("write");
+
+        while let Some(chunk) = chunks.next().await {
+            buf.extend_from_slice(&chunk.expect("bytes"));
+        }
+        let all = envelopes(&buf);
+        let events: Vec<Value> = all.iter().map(|(_, m)| m.clone()).collect();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let total: usize = events
+            .iter()
+            .filter_map(|e| e["event"]["data"]["stdout"].as_str())
+            .map(|s| b64.decode(s).expect("base64").len())
+            .sum();
+        assert_eq!(total, TOTAL);
+        assert_eq!(ends(&events[..events.len() - 1]).len(), 1);
+        drop(stalled);
+    }
+}

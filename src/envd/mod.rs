@@ -124,7 +124,10 @@ impl Envd {
 
 /// envd's routes.
 pub fn router(envd: Arc<Envd>) -> Router {
-    Router::new().route("/health", get(health)).with_state(envd)
+    Router::new()
+        .route("/health", get(health))
+        .merge(process::rpc::routes())
+        .with_state(envd)
 }
 
 /// `GET /health`: 204, never authenticated; the SDKs' `is_running()`.
