@@ -846,4 +846,42 @@ mod http {
         assert_eq!(ends(&events[..events.len() - 1]).len(), 1);
         drop(stalled);
     }
+
+    #[tokio::test]
+    async fn the_rust_client_runs_commands() {
+        let client = kernelbox::client::Client::new(envd());
+        let out = client
+            .run_command("/bin/sh", &["-c", "echo hi; echo e >&2; exit 2"], None)
+            .await
+            .expect("run");
+        assert!(out.pid > 0);
+        assert_eq!(
+            (out.stdout.as_slice(), out.stderr.as_slice()),
+            (&b"hi\n"[..], &b"e\n"[..])
+        );
+        assert_eq!((out.exit_code, out.status.as_str()), (2, "exit status 2"));
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            client
+                .run_command("/bin/true", &[], None)
+                .await
+                .expect("true");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        eprintln!(
+            "Process.Start of /bin/true, p50 (debug build): {:?}",
+            times[10]
+        );
+        let err = client
+            .run_command(
+                "/bin/sh",
+                &["-c", "sleep 5"],
+                Some(Duration::from_millis(200)),
+            )
+            .await
+            .expect_err("deadline");
+        assert!(err.to_string().starts_with("deadline_exceeded"), "{err}");
+    }
 }
