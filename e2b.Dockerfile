@@ -22,6 +22,9 @@ COPY startup/start-up.sh /opt/kernelbox/start-up.sh
 # as root).
 RUN kernelbox setup --source /opt/kernelbox/kernels
 RUN useradd --create-home --shell /bin/bash user
+# Login shells reset PATH in /etc/profile; keep the kernels' python and pip first in terminals
+# too (commands get the same through BASH_ENV, which the agent sets).
+RUN echo 'case ":$PATH:" in *:/opt/kernelbox/home/python/bin:*) ;; *) PATH="/opt/kernelbox/home/python/bin:$PATH" ;; esac' > /etc/profile.d/kernelbox.sh
 WORKDIR /home/user
 EXPOSE 49999
 CMD ["/opt/kernelbox/start-up.sh"]

@@ -19,6 +19,22 @@ pub enum ClientError {
     },
     #[error("bad line in the execution stream: {0}")]
     BadLine(String),
+    /// A sandbox API call failed with a Connect error (`not_found: ...`), or its stream was cut.
+    #[error("{0}")]
+    Rpc(String),
+}
+
+/// What a command did, from its `Process.Start` stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub pid: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// -1 when a signal ended it.
+    pub exit_code: i32,
+    /// `exit status 0`, `signal: killed`.
+    pub status: String,
+    pub error: Option<String>,
 }
 
 /// A context as the API describes it.
@@ -115,6 +131,32 @@ impl Client {
     pub async fn health(&self) -> Result<(), ClientError> {
         Self::check(self.http.get(self.url("/health")).send().await?).await?;
         Ok(())
+    }
+
+    /// Runs a command through the sandbox API (`Process.Start`, reached through this URL with
+    /// `E2b-Sandbox-Port: 49983`) and waits for its end. `timeout` bounds the command's life.
+    pub async fn run_command(
+        &self,
+        cmd: &str,
+        args: &[&str],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<CommandOutput, ClientError> {
+        let message = json!({"process": {"cmd": cmd, "args": args}, "stdin": false}).to_string();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(message.as_bytes());
+        let mut req = self
+            .http
+            .post(self.url("/process.Process/Start"))
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .header("e2b-sandbox-port", "49983")
+            .body(body);
+        if let Some(t) = timeout {
+            req = req.header("connect-timeout-ms", t.as_millis().to_string());
+        }
+        let bytes = Self::check(req.send().await?).await?.bytes().await?;
+        fold_command(&bytes)
     }
 
     /// Starts `/execute` and returns the streaming response (for callers that want raw lines).
@@ -269,4 +311,49 @@ impl Client {
         Self::check(res).await?;
         Ok(())
     }
+}
+
+/// Folds a `Process.Start` response body (Connect envelopes) into a [`CommandOutput`].
+fn fold_command(mut body: &[u8]) -> Result<CommandOutput, ClientError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad = |what: &str| ClientError::Rpc(format!("bad Process.Start stream: {what}"));
+    let mut out = CommandOutput::default();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let frame = body
+            .get(5..5 + len)
+            .ok_or_else(|| bad("truncated envelope"))?;
+        let message: Value = serde_json::from_slice(frame).map_err(|_| bad("JSON"))?;
+        if body[0] & 2 != 0 {
+            return match message.get("error") {
+                Some(e) => Err(ClientError::Rpc(format!(
+                    "{}: {}",
+                    e["code"].as_str().unwrap_or("unknown"),
+                    e["message"].as_str().unwrap_or_default()
+                ))),
+                None => Ok(out),
+            };
+        }
+        let event = &message["event"];
+        let decode = |v: &Value| {
+            b64.decode(v.as_str().unwrap_or_default())
+                .map_err(|_| bad("base64"))
+        };
+        if let Some(pid) = event["start"]["pid"].as_u64() {
+            out.pid = u32::try_from(pid).map_err(|_| bad("pid"))?;
+        } else if let Some(data) = event.get("data") {
+            if let Some(v) = data.get("stdout") {
+                out.stdout.extend(decode(v)?);
+            } else if let Some(v) = data.get("stderr").or_else(|| data.get("pty")) {
+                out.stderr.extend(decode(v)?);
+            }
+        } else if let Some(end) = event.get("end") {
+            out.exit_code = end["exitCode"].as_i64().unwrap_or(0) as i32;
+            out.status = end["status"].as_str().unwrap_or_default().to_string();
+            out.error = end["error"].as_str().map(String::from);
+        }
+        body = &body[5 + len..];
+    }
+    Err(bad("no end-stream envelope"))
 }

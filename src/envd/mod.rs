@@ -4,15 +4,22 @@
 //! - `users`: Linux accounts and how a request's paths resolve for them;
 //! - `auth`: the access token; `init`: the control plane's init call and `/envs`;
 //!   `metrics`: `/metrics`;
-//! - `error`: Connect error codes and the one place envd errors become HTTP.
+//! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
+//!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
+//! - `rpc`: the services' request and response messages, one file per protobuf package;
+//! - `process`: commands and terminals (`process.Process`).
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
 pub mod auth;
+pub mod connect;
 pub mod error;
 pub mod init;
 pub mod metrics;
+pub mod process;
+pub mod rpc;
 pub mod users;
 
 use std::future::Future;
@@ -69,6 +76,8 @@ pub struct Envd {
     own_user: User,
     env_hook: RwLock<Option<EnvHook>>,
     cpu: metrics::CpuSampler,
+    /// Commands and terminals; dropping them kills what still runs.
+    processes: process::Processes,
 }
 
 impl Envd {
@@ -81,6 +90,9 @@ impl Envd {
             own_user,
             env_hook: RwLock::default(),
             cpu: metrics::CpuSampler::default(),
+            processes: process::Processes::new(process::ProcessOptions::under(
+                &crate::config::home(),
+            )),
         }))
     }
 
@@ -120,6 +132,11 @@ impl Envd {
         change(&mut self.settings.write().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// The processes started through the sandbox API.
+    pub fn processes(&self) -> &process::Processes {
+        &self.processes
+    }
+
     /// The caller a request acts as: `username` (from `Authorization: Basic` or `?username=`),
     /// else the default user. An unknown user is `unauthenticated`, as in envd.
     pub fn caller(&self, username: Option<&str>) -> Result<Caller, EnvdError> {
@@ -150,6 +167,7 @@ pub fn router(envd: Arc<Envd>) -> Router {
     let protected = Router::new()
         .route("/envs", get(init::envs))
         .route("/metrics", get(metrics::metrics))
+        .merge(process::rpc::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             envd.clone(),
             auth::require_token,

@@ -122,6 +122,7 @@ impl Kernel {
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(false);
         sys::new_process_group(&mut cmd);
+        sys::deprioritize(&mut cmd);
         sys::die_with_parent(&mut cmd);
         for (k, v) in &spec.env {
             cmd.env(k, substitute(v, &connection_file, &opts.home));

@@ -9,4 +9,6 @@ pub mod fs;
 pub mod process;
 
 pub use fs::{private_dir, write_private};
-pub use process::{die_with_parent, killpg, new_process_group, signal, ProcessGuard, Signal};
+pub use process::{
+    deprioritize, die_with_parent, killpg, new_process_group, signal, ProcessGuard, Signal,
+};

@@ -50,6 +50,38 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// The OOM score adjustment of the agent's children: the kernel's OOM killer picks a runaway
+/// command or kernel before the agent, so `/health` and the streams survive memory pressure.
+const CHILD_OOM_SCORE_ADJ: &[u8] = b"100";
+/// How much nicer than the agent its children run, so a busy command never starves the agent.
+const CHILD_NICE_INCREMENT: libc::c_int = 5;
+
+/// Makes the child the first victim of the OOM killer and gives it a lower CPU priority than the
+/// agent (as E2B's envd does for its commands). Both only ever lower the child's standing, so
+/// they need no privilege; failures (no `/proc`) are ignored. Register it before a user change:
+/// `/proc/self` stops being writable after one.
+pub fn deprioritize(cmd: &mut tokio::process::Command) {
+    // SAFETY: open/write/close/nice are async-signal-safe and touch only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(
+                    fd,
+                    CHILD_OOM_SCORE_ADJ.as_ptr().cast(),
+                    CHILD_OOM_SCORE_ADJ.len(),
+                );
+                libc::close(fd);
+            }
+            libc::nice(CHILD_NICE_INCREMENT);
+            Ok(())
+        });
+    }
+}
+
 /// Sends `sig` to the process `pid`. Pids 0 and 1 are refused (they would mean "my own group" and
 /// init); errors such as ESRCH (already gone) are expected and ignored.
 pub fn signal(pid: i32, sig: Signal) {
