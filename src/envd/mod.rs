@@ -5,13 +5,15 @@
 //! - `error`: Connect error codes and the one place envd errors become HTTP;
 //! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
 //!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
-//! - `rpc`: the services' request and response messages, one file per protobuf package.
+//! - `rpc`: the services' request and response messages, one file per protobuf package;
+//! - `filesystem`: the `filesystem.Filesystem` service (stat, list, make, move, remove, watch).
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
 pub mod connect;
 pub mod error;
+pub mod filesystem;
 pub mod rpc;
 pub mod users;
 
@@ -24,6 +26,11 @@ use axum::Router;
 
 pub use error::{Code, EnvdError};
 pub use users::User;
+
+/// The name prefix of the temporary files that `/files` uploads write next to their target
+/// before renaming them into place. Watchers hide these names and report the rename as a write
+/// of the target (see `filesystem::watch`).
+pub const UPLOAD_TEMP_PREFIX: &str = ".kernelbox-upload-";
 
 /// What a control plane can change on a running agent (envd's `POST /init`).
 #[derive(Debug, Clone, Default)]
@@ -112,7 +119,10 @@ impl Envd {
 
 /// envd's routes.
 pub fn router(envd: Arc<Envd>) -> Router {
-    Router::new().route("/health", get(health)).with_state(envd)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(envd.clone())
+        .merge(filesystem::router(envd))
 }
 
 /// `GET /health`: 204, never authenticated; the SDKs' `is_running()`.

@@ -412,7 +412,8 @@ pub fn end_stream(error: Option<&EnvdError>) -> Bytes {
     let json = match error {
         None => b"{}".to_vec(),
         Some(e) => {
-            if e.code.http_status().is_server_error() {
+            // A deadline or an unavailable peer is the client's business; these are ours.
+            if matches!(e.code, Code::Internal | Code::Unknown | Code::DataLoss) {
                 tracing::warn!(code = e.code.as_str(), error = %e.message, "envd stream failed");
             }
             serde_json::json!({ "error": e.to_json() })
