@@ -37,16 +37,28 @@ struct Filesystem {
     watchers: Arc<Mutex<HashMap<String, PollingWatcher>>>,
 }
 
-/// A watcher whose events wait for `GetWatcherEvents`. Dropping it stops its task, which drops
-/// the inotify watcher.
+/// A watcher whose events wait for `GetWatcherEvents`. Its task reads events as they come;
+/// `flush` asks it to add what the kernel has queued so far and answers when that is done.
+/// Dropping it stops the task, which drops the inotify watcher.
 struct PollingWatcher {
     events: Arc<Mutex<Vec<FilesystemEvent>>>,
+    flush: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PollingWatcher {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Adds events to a polling watcher's buffer, dropping the oldest beyond the bound.
+fn buffer(events: &Mutex<Vec<FilesystemEvent>>, new: impl IntoIterator<Item = FilesystemEvent>) {
+    let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+    events.extend(new);
+    if events.len() > MAX_BUFFERED_EVENTS {
+        let excess = events.len() - MAX_BUFFERED_EVENTS;
+        events.drain(..excess);
     }
 }
 
@@ -316,17 +328,21 @@ async fn create_watcher(
     let events: Arc<Mutex<Vec<FilesystemEvent>>> = Arc::default();
     let sink = events.clone();
     let root = req.path.clone();
+    let (flush, mut flushes) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(8);
     let task = tokio::spawn(async move {
-        let mut stream = Box::pin(watcher.into_stream());
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    let mut events = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    if events.len() >= MAX_BUFFERED_EVENTS {
-                        events.remove(0);
-                    }
-                    events.push(event);
+        let mut watcher = watcher;
+        loop {
+            // `next_event` is cancel-safe: what it read is kept in the watcher's pending queue.
+            let result = tokio::select! {
+                event = watcher.next_event() => event.map(|e| vec![e]),
+                Some(done) = flushes.recv() => {
+                    let drained = watcher.drain_ready();
+                    let _ = done.send(());
+                    drained
                 }
+            };
+            match result {
+                Ok(new) => buffer(&sink, new),
                 Err(e) => {
                     tracing::warn!(path = %root, error = %e, "watcher stopped");
                     break;
@@ -334,8 +350,14 @@ async fn create_watcher(
             }
         }
     });
-    fs.lock_watchers()
-        .insert(id.clone(), PollingWatcher { events, task });
+    fs.lock_watchers().insert(
+        id.clone(),
+        PollingWatcher {
+            events,
+            flush,
+            task,
+        },
+    );
     Ok(CreateWatcherResponse { watcher_id: id })
 }
 
@@ -348,16 +370,20 @@ async fn get_watcher_events(
     _call: Call,
     req: WatcherRequest,
 ) -> Result<GetWatcherEventsResponse, EnvdError> {
-    let events = {
+    let (events, flush) = {
         let watchers = fs.lock_watchers();
         let watcher = watchers
             .get(&req.watcher_id)
             .ok_or_else(|| watcher_not_found(&req.watcher_id))?;
-        watcher.events.clone()
+        (watcher.events.clone(), watcher.flush.clone())
     };
-    // Let events the kernel has queued reach the buffer before draining it: a client that
-    // changes a file and then polls expects to see the change.
-    tokio::task::yield_now().await;
+    // Changes made before this call must show up in its answer (a client changes a file, then
+    // polls): let the watcher add what the kernel has queued. A stopped watcher answers with
+    // what it had.
+    let (done, flushed) = tokio::sync::oneshot::channel();
+    if flush.send(done).await.is_ok() {
+        let _ = flushed.await;
+    }
     let drained = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(GetWatcherEventsResponse { events: drained })
 }

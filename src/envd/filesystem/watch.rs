@@ -322,6 +322,33 @@ impl Watcher {
         });
     }
 
+    /// Everything already queued: pending events plus what the kernel holds right now, without
+    /// waiting. A poll that follows a change sees it, however late the watcher's task runs.
+    pub fn drain_ready(&mut self) -> Result<Vec<FilesystemEvent>, EnvdError> {
+        loop {
+            // SAFETY: a non-blocking read into our buffer of its own length.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                )
+            };
+            if n > 0 {
+                self.decode(n as usize);
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if n == 0 || e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(EnvdError::io("reading inotify events", &e));
+            }
+        }
+        Ok(self.pending.drain(..).collect())
+    }
+
     /// The events as a stream; it ends after the first error. Dropping it drops the watcher.
     pub fn into_stream(self) -> impl Stream<Item = Result<FilesystemEvent, EnvdError>> + Send {
         futures_util::stream::unfold(Some(self), |watcher| async move {

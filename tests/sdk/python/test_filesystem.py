@@ -151,6 +151,21 @@ def test_sync_watch_polls_events(sandbox, tmp_path):
         handle.get_new_events()
 
 
+def test_sync_watch_sees_a_change_at_once(sandbox, tmp_path):
+    """As E2B's own tests do: change, then poll once; the change is in the answer."""
+    handle = sandbox.files.watch_dir(str(tmp_path))
+    try:
+        for i in range(5):
+            (tmp_path / f"f{i}.txt").write_text("x")
+            events = handle.get_new_events()
+            assert [(e.type, e.name) for e in events] == [
+                (FilesystemEventType.CREATE, f"f{i}.txt"),
+                (FilesystemEventType.WRITE, f"f{i}.txt"),
+            ]
+    finally:
+        handle.stop()
+
+
 def test_sync_watch_errors(sandbox, tmp_path):
     (tmp_path / "f").write_text("f")
     with pytest.raises(FileNotFoundException):
