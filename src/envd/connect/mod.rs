@@ -14,8 +14,8 @@
 //!   message before end-stream, `Start`'s deadline bounding a process) need our own code anyway.
 //!
 //! Both official SDKs use only the JSON codec (`connect+json`), so this module implements exactly
-//! that in ~400 lines, with messages as plain serde structs (see [`json`] for the mapping rules).
-//! No protobuf crate is involved. Cost: the binary codec (`application/proto`,
+//! that in a few hundred lines, with messages as plain serde structs (see [`json`] for the
+//! mapping rules). No protobuf crate is involved. Cost: the binary codec (`application/proto`,
 //! `connect+proto`), gRPC and gRPC-Web are not served (they answer 415); a third-party client
 //! needing them would bring in prost behind this same API.
 //!
