@@ -7,7 +7,8 @@
 //! - [`agent`]: the in-sandbox server process: its services on their ports from one runtime,
 //!   dispatch by `E2b-Sandbox-Port`, CORS, graceful shutdown on a future.
 //! - [`envd`]: the sandbox API on port 49983 (E2B's envd): users and paths, errors, the Connect
-//!   RPC layer (`envd::connect`, hand-written JSON codec) and the services' messages (`envd::rpc`).
+//!   RPC layer (`envd::connect`, hand-written JSON codec), the services' messages (`envd::rpc`)
+//!   and `filesystem.Filesystem` (`envd::filesystem`: stat, list, make, move, remove, inotify watch).
 //! - [`interpreter`]: the code interpreter on port 49999 — start-up of the default contexts,
 //!   executions, contexts, the HTTP API. It does not know who serves it.
 //! - [`jupyter`]: a Jupyter client over ZeroMQ — `wire` (framing, HMAC signing), `connection`

@@ -8,6 +8,7 @@
 //! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
 //!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
 //! - `rpc`: the services' request and response messages, one file per protobuf package;
+//! - `filesystem`: the `filesystem.Filesystem` service (stat, list, make, move, remove, watch);
 //! - `process`: commands and terminals (`process.Process`).
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod connect;
 pub mod error;
+pub mod filesystem;
 pub mod init;
 pub mod metrics;
 pub mod process;
@@ -33,6 +35,11 @@ use axum::Router;
 
 pub use error::{Code, EnvdError};
 pub use users::User;
+
+/// The name prefix of the temporary files that `/files` uploads write next to their target
+/// before renaming them into place. Watchers hide these names and report the rename as a write
+/// of the target (see `filesystem::watch`).
+pub const UPLOAD_TEMP_PREFIX: &str = ".kernelbox-upload-";
 
 /// What a control plane can change on a running agent (envd's `POST /init`).
 #[derive(Debug, Clone, Default)]
@@ -168,6 +175,8 @@ pub fn router(envd: Arc<Envd>) -> Router {
         .route("/envs", get(init::envs))
         .route("/metrics", get(metrics::metrics))
         .merge(process::rpc::routes())
+        .with_state(envd.clone())
+        .merge(filesystem::router(envd.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             envd.clone(),
             auth::require_token,
@@ -175,8 +184,8 @@ pub fn router(envd: Arc<Envd>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/init", post(init::init))
-        .merge(protected)
         .with_state(envd)
+        .merge(protected)
 }
 
 /// `GET /health`: 204, never authenticated; the SDKs' `is_running()`.

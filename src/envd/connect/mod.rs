@@ -14,8 +14,8 @@
 //!   message before end-stream, `Start`'s deadline bounding a process) need our own code anyway.
 //!
 //! Both official SDKs use only the JSON codec (`connect+json`), so this module implements exactly
-//! that in ~400 lines, with messages as plain serde structs (see [`json`] for the mapping rules).
-//! No protobuf crate is involved. Cost: the binary codec (`application/proto`,
+//! that in a few hundred lines, with messages as plain serde structs (see [`json`] for the
+//! mapping rules). No protobuf crate is involved. Cost: the binary codec (`application/proto`,
 //! `connect+proto`), gRPC and gRPC-Web are not served (they answer 415); a third-party client
 //! needing them would bring in prost behind this same API.
 //!
@@ -412,7 +412,8 @@ pub fn end_stream(error: Option<&EnvdError>) -> Bytes {
     let json = match error {
         None => b"{}".to_vec(),
         Some(e) => {
-            if e.code.http_status().is_server_error() {
+            // A deadline or an unavailable peer is the client's business; these are ours.
+            if matches!(e.code, Code::Internal | Code::Unknown | Code::DataLoss) {
                 tracing::warn!(code = e.code.as_str(), error = %e.message, "envd stream failed");
             }
             serde_json::json!({ "error": e.to_json() })

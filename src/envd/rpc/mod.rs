@@ -2,4 +2,5 @@
 //! field tables of envd-api.md §8.1 and §9.1 as serde structs that follow the proto3 JSON mapping
 //! (rules in [`crate::envd::connect::json`]). Handlers live with their service, not here.
 
+pub mod filesystem;
 pub mod process;
