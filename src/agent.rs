@@ -53,6 +53,8 @@ pub struct AgentConfig {
     /// Languages whose contexts exist from start-up.
     pub default_languages: Vec<String>,
     pub keepalive: Duration,
+    /// The sandbox API's access token (`X-Access-Token`, signed `/files` URLs); `None`: no checks.
+    pub access_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -100,6 +102,7 @@ pub async fn run(
     let envd = Envd::new(envd::Settings {
         workdir: config.workdir.clone(),
         env: config.env.clone(),
+        access_token: config.access_token.clone(),
         ..Default::default()
     })?;
     let sandbox_api = Service::bind(

@@ -21,6 +21,8 @@ const EXIT_USAGE: u8 = 2;
 /// latency and higher throughput than two workers on the 2-core reference machine). The kernels
 /// do the computing, in their own processes.
 const DEFAULT_WORKER_THREADS: usize = 1;
+/// The sandbox API's access token, from the environment rather than a flag (see `agent --help`).
+const ACCESS_TOKEN_ENV: &str = "KERNELBOX_ACCESS_TOKEN";
 
 /// kernelbox — a self-hostable, E2B-compatible sandbox for AI-generated code
 #[derive(Parser)]
@@ -38,7 +40,10 @@ enum Command {
     Setup(SetupArgs),
     /// Serve the code interpreter (E2B's port 49999) and the sandbox API (port 49983).
     #[command(
-        after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1)."
+        after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1).\n\
+                      KERNELBOX_ACCESS_TOKEN sets the sandbox API's access token (an environment \
+                      variable, not a flag: every process in the sandbox can read the agent's \
+                      command line)."
     )]
     Agent(AgentArgs),
 }
@@ -158,8 +163,19 @@ impl AgentArgs {
             env: self.env,
             default_languages: self.default_languages.0,
             keepalive: self.keepalive,
+            access_token: take_access_token(),
         }
     }
+}
+
+/// Reads the access token and removes it from the environment, so kernels and commands (which
+/// inherit the agent's environment) never see it. Runs before the runtime starts any thread.
+fn take_access_token() -> Option<String> {
+    let token = std::env::var(ACCESS_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    std::env::remove_var(ACCESS_TOKEN_ENV);
+    token
 }
 
 fn agent(args: AgentArgs) -> ExitCode {

@@ -2,12 +2,16 @@
 //! and `sbx.pty` of the official SDKs call (`../shared/spec/envd-api.md`).
 //!
 //! - `users`: Linux accounts and how a request's paths resolve for them;
-//! - `error`: Connect error codes and the one place envd errors become HTTP.
+//! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `files`: plain HTTP `GET`/`POST /files` (download, upload, signed URLs);
+//! - `token`: constant-time comparison of access tokens.
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
 pub mod error;
+pub mod files;
+pub mod token;
 pub mod users;
 
 use std::path::PathBuf;
@@ -19,6 +23,11 @@ use axum::Router;
 
 pub use error::{Code, EnvdError};
 pub use users::User;
+
+/// Name prefix of the temporary file an upload streams into before it is renamed over its target
+/// (see [`files`]). Directory watchers hide entries with this prefix, so a write shows up as
+/// events on the target's name only.
+pub const UPLOAD_TEMP_PREFIX: &str = ".kernelbox-upload-";
 
 /// What a control plane can change on a running agent (envd's `POST /init`).
 #[derive(Debug, Clone, Default)]
@@ -107,7 +116,10 @@ impl Envd {
 
 /// envd's routes.
 pub fn router(envd: Arc<Envd>) -> Router {
-    Router::new().route("/health", get(health)).with_state(envd)
+    Router::new()
+        .route("/health", get(health))
+        .merge(files::routes())
+        .with_state(envd)
 }
 
 /// `GET /health`: 204, never authenticated; the SDKs' `is_running()`.
