@@ -9,8 +9,17 @@
 //! handler future that is dropped mid-upload: the writer sees its channel close without
 //! [`Chunk::End`] and gives up.
 //!
+//! No fsync before the rename: the promise is about failed requests (the agent sees every one of
+//! them), not power loss, and envd makes none either. A sandbox's disk lives and dies with its VM,
+//! and flushing a 1 GB upload would cost more than receiving it. On ext4, replacing a file by
+//! rename also makes the kernel start writing the new data back at once (`auto_da_alloc`).
+//!
 //! The disk work runs on one blocking thread per file, fed through a small bounded channel, so an
 //! upload of any size holds a few chunks in memory and the async runtime never blocks on the disk.
+//!
+//! A symlinked target is followed, so the link stays and its file is replaced. A target with other
+//! hard links becomes a new inode: the other names keep the old content (envd would have changed
+//! them all); that is the price of never exposing a half-written file.
 //!
 //! Targets that are not regular files (devices, FIFOs) or that live on kernel pseudo file systems
 //! (`/proc`, `/sys`, cgroups), where a temporary file cannot be created or a rename would not
