@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// The sandbox API's port (0 picks a free one). Both listeners serve both services through
     /// `E2b-Sandbox-Port`.
     pub envd_port: u16,
+    /// Also serve both services on this unix socket (its default service: the sandbox API).
+    pub unix_socket: Option<PathBuf>,
+    /// Required on the sandbox API and on `/execute` when set (the init call can set it later).
+    pub access_token: Option<String>,
     pub home: PathBuf,
     /// Where kernelspecs are read from (`$KERNELBOX_HOME/kernels` unless set).
     pub kernels_dir: Option<PathBuf>,
@@ -53,8 +57,6 @@ pub struct AgentConfig {
     /// Languages whose contexts exist from start-up.
     pub default_languages: Vec<String>,
     pub keepalive: Duration,
-    /// The sandbox API's access token (`X-Access-Token`, signed `/files` URLs); `None`: no checks.
-    pub access_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -87,6 +89,11 @@ pub enum AgentError {
     Interpreter(#[from] StartError),
     #[error("cannot start the sandbox API: {0}")]
     Envd(#[from] EnvdError),
+    #[error("cannot listen on {path}: {source}")]
+    Unix {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -105,18 +112,30 @@ pub async fn run(
         access_token: config.access_token.clone(),
         ..Default::default()
     })?;
+    let kernels = interpreter.clone();
+    envd.on_env_change(Arc::new(move |vars| {
+        let kernels = kernels.clone();
+        Box::pin(async move { kernels.set_sandbox_env(&vars).await })
+    }));
     let sandbox_api = Service::bind(
         ENVD_PORT,
         SocketAddr::new(config.addr, config.envd_port),
-        envd::router(envd),
+        envd::router(envd.clone()),
     )
     .await?;
     let service = Service::bind(
         INTERPRETER_PORT,
         SocketAddr::new(config.addr, config.port),
-        interpreter::router(interpreter.clone()),
+        interpreter::router(interpreter.clone()).layer(axum::middleware::from_fn_with_state(
+            envd,
+            execute_needs_token,
+        )),
     )
     .await?;
+    let mut agent = Agent::new();
+    if let Some(path) = &config.unix_socket {
+        agent = agent.unix_socket(bind_unix(path)?, ENVD_PORT);
+    }
     println!("kernelbox sandbox API on http://{}", sandbox_api.local_addr);
     tracing::info!(local = %sandbox_api.local_addr, "sandbox API ready");
     // Tests and start-up scripts wait for this line; it comes only once contexts are ready.
@@ -126,11 +145,38 @@ pub async fn run(
     // The kernels go first, which ends running executions with an error line, so the graceful
     // stop does not wait on streams that could run forever.
     let stopping = shutdown_then(shutdown, async move { interpreter.shutdown().await });
-    Agent::new()
+    agent
         .service(service)
         .service(sandbox_api)
         .serve(stopping)
         .await
+}
+
+/// The official SDKs send the access token to the interpreter only with `/execute`, so that is
+/// where it is required (E2B's own interpreter checks nothing).
+async fn execute_needs_token(State(envd): State<Arc<Envd>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/execute" {
+        if let Err(e) = envd.check_token(req.headers()) {
+            return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Binds a unix socket, replacing a stale socket file a previous run left behind.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, AgentError> {
+    let bind = || tokio::net::UnixListener::bind(path);
+    let listener = match bind() {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let _ = std::fs::remove_file(path);
+            bind()
+        }
+        other => other,
+    };
+    listener.map_err(|source| AgentError::Unix {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// `first`, then `then`.
@@ -204,6 +250,9 @@ impl Service {
 #[derive(Default)]
 pub struct Agent {
     services: Vec<Service>,
+    /// A unix socket that answers for every service too (a control plane reaches an agent in a
+    /// sandbox this way, never over the host network), with the port it defaults to.
+    unix: Option<(tokio::net::UnixListener, u16)>,
 }
 
 impl Agent {
@@ -214,6 +263,13 @@ impl Agent {
     /// Adds a service.
     pub fn service(mut self, service: Service) -> Agent {
         self.services.push(service);
+        self
+    }
+
+    /// Also serves every service on a unix socket; requests that name no port go to
+    /// `default_port`'s service.
+    pub fn unix_socket(mut self, listener: tokio::net::UnixListener, default_port: u16) -> Agent {
+        self.unix = Some((listener, default_port));
         self
     }
 
@@ -230,19 +286,28 @@ impl Agent {
                 .collect(),
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let servers = self.services.into_iter().map(|service| {
-            let app = app(Dispatch {
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let dispatch = |own_port| {
+            app(Dispatch {
                 routes: routes.clone(),
-                own_port: service.sandbox_port,
-            });
-            let mut stop = stop_rx.clone();
-            let stopped = async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            };
-            axum::serve(NoDelay(service.listener), app)
-                .with_graceful_shutdown(stopped)
-                .into_future()
-        });
+                own_port,
+            })
+        };
+        let mut servers: Vec<futures_util::future::BoxFuture<'static, std::io::Result<()>>> =
+            Vec::new();
+        for service in self.services {
+            let app = dispatch(service.sandbox_port);
+            let served = axum::serve(NoDelay(service.listener), app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            servers.push(Box::pin(served.into_future()));
+        }
+        if let Some((listener, port)) = self.unix {
+            let served = axum::serve(listener, dispatch(port))
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            servers.push(Box::pin(served.into_future()));
+        }
         let all = futures_util::future::try_join_all(servers);
         tokio::pin!(all);
         tokio::select! {

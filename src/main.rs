@@ -41,9 +41,9 @@ enum Command {
     /// Serve the code interpreter (E2B's port 49999) and the sandbox API (port 49983).
     #[command(
         after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1).\n\
-                      KERNELBOX_ACCESS_TOKEN sets the sandbox API's access token (an environment \
-                      variable, not a flag: every process in the sandbox can read the agent's \
-                      command line)."
+                      KERNELBOX_ACCESS_TOKEN stands for --access-token and is safer (every process \
+                      in the sandbox can read the agent's command line); the agent removes it from \
+                      the environment its kernels inherit."
     )]
     Agent(AgentArgs),
 }
@@ -72,6 +72,14 @@ struct AgentArgs {
     /// Sandbox API (envd) port (0 picks a free one)
     #[arg(long, value_name = "PORT", default_value_t = ENVD_PORT)]
     envd_port: u16,
+    /// Also serve both APIs on this unix socket (requests without E2b-Sandbox-Port go to the
+    /// sandbox API)
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
+    /// Require this X-Access-Token on the sandbox API and /execute [default:
+    /// $KERNELBOX_ACCESS_TOKEN; none: debug mode, all open]
+    #[arg(long, value_name = "TOKEN")]
+    access_token: Option<String>,
     /// Default cwd of contexts [default: /home/user if it exists, else $KERNELBOX_HOME/workspace]
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
@@ -155,6 +163,12 @@ impl AgentArgs {
             addr: self.addr,
             port: self.port,
             envd_port: self.envd_port,
+            unix_socket: self.unix_socket,
+            // Taken out of the environment even when the flag wins.
+            access_token: self
+                .access_token
+                .or(take_access_token())
+                .filter(|t| !t.is_empty()),
             workdir: self
                 .workdir
                 .unwrap_or_else(|| config::default_workdir(&home)),
@@ -163,17 +177,15 @@ impl AgentArgs {
             env: self.env,
             default_languages: self.default_languages.0,
             keepalive: self.keepalive,
-            access_token: take_access_token(),
         }
     }
 }
 
-/// Reads the access token and removes it from the environment, so kernels and commands (which
-/// inherit the agent's environment) never see it. Runs before the runtime starts any thread.
+/// Reads the access token from the environment and removes it there, so kernels and commands
+/// (which inherit the agent's environment) never see it. Runs before the runtime starts any
+/// thread.
 fn take_access_token() -> Option<String> {
-    let token = std::env::var(ACCESS_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty());
+    let token = std::env::var(ACCESS_TOKEN_ENV).ok();
     std::env::remove_var(ACCESS_TOKEN_ENV);
     token
 }

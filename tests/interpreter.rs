@@ -955,27 +955,26 @@ async fn rust_client_callbacks() {
     );
 }
 
-/// `E2b-Sandbox-Port` routes a request to the service it names: this port's API for 49999, and
-/// E2B's "port is not open" answer for the sandbox API, which does not exist yet.
+/// `E2b-Sandbox-Port` routes a request to the service it names: the interpreter for 49999, the
+/// sandbox API for 49983, and E2B's "port is not open" answer for a port nothing serves.
 #[tokio::test]
 async fn sandbox_port_header_routing() {
     let url = common::shared_agent();
     let http = reqwest::Client::new();
-    let ok = http
-        .get(format!("{url}/health"))
-        .header("E2b-Sandbox-Port", "49999")
-        .header("E2b-Sandbox-Id", "debug_sandbox_id")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let envd = http
-        .get(format!("{url}/health"))
-        .header("E2b-Sandbox-Port", "49983")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(envd.status(), 502);
-    let body: Value = envd.json().await.unwrap();
-    assert_eq!(body["port"], 49983);
+    let health = |port: &'static str| {
+        http.get(format!("{url}/health"))
+            .header("E2b-Sandbox-Port", port)
+            .header("E2b-Sandbox-Id", "debug_sandbox_id")
+            .send()
+    };
+    assert_eq!(health("49999").await.unwrap().status(), 200);
+    assert_eq!(health("49983").await.unwrap().status(), 204);
+    let closed = health("8080").await.unwrap();
+    assert_eq!(closed.status(), 502);
+    let body: Value = closed.json().await.unwrap();
+    assert_eq!(body["port"], 8080);
+    assert_eq!(
+        body["message"],
+        "The sandbox is running but port is not open"
+    );
 }

@@ -10,64 +10,22 @@ mod common;
 
 use std::time::Duration;
 
+use common::run::{events, run_in};
 use kernelbox::client::Client;
 use serde_json::{json, Value};
 
 /// The agent for this test binary, with `--default-languages java`.
 fn agent() -> &'static str {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The agent dies with the thread that starts it, so that thread lives as long as the
-        // process.
-        std::thread::spawn(move || {
-            let agent = common::Agent::start(&[
-                "--default-languages",
-                "java",
-                "--env",
-                "KERNELBOX_SANDBOX_VAR=sandbox-value",
-            ]);
-            let _ = tx.send(agent.url.clone());
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv().expect("agent started")
-    })
-}
-
-/// Runs one `/execute` and returns its events without keepalives, checking that the stream is
-/// ASCII, one JSON object a line, ending with `end_of_execution`.
-async fn events(url: &str, body: Value) -> Vec<Value> {
-    let res = reqwest::Client::new()
-        .post(format!("{url}/execute"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), 200, "status for {body}");
-    let text = res.text().await.expect("body");
-    assert!(text.is_ascii(), "stream must be ASCII: {text}");
-    assert!(
-        text.ends_with("{\"type\": \"end_of_execution\"}\n"),
-        "{text}"
-    );
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
-        .filter(|l| l["type"] != "keepalive")
-        .collect()
+    common::shared_agent_with(&[
+        "--default-languages",
+        "java",
+        "--env",
+        "KERNELBOX_SANDBOX_VAR=sandbox-value",
+    ])
 }
 
 async fn new_context(url: &str) -> String {
-    Client::new(url)
-        .create_context(Some("java"), None)
-        .await
-        .expect("create java context")
-        .id
-}
-
-async fn run_in(url: &str, ctx: &str, code: &str) -> Vec<Value> {
-    events(url, json!({"code": code, "context_id": ctx})).await
+    common::run::new_context(url, "java").await
 }
 
 /// The text of the main result, if any.

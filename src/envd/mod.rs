@@ -2,23 +2,28 @@
 //! and `sbx.pty` of the official SDKs call (`../shared/spec/envd-api.md`).
 //!
 //! - `users`: Linux accounts and how a request's paths resolve for them;
-//! - `error`: Connect error codes and the one place envd errors become HTTP;
+//! - `auth`: the access token; `init`: the control plane's init call and `/envs`;
+//!   `metrics`: `/metrics`;
 //! - `files`: plain HTTP `GET`/`POST /files` (download, upload, signed URLs);
-//! - `token`: constant-time comparison of access tokens.
+//! - `error`: Connect error codes and the one place envd errors become HTTP.
 //!
 //! Like `interpreter`, this module does not know who serves it: the agent mounts [`router`] on a
 //! listener and hands it the settings a control plane may change at run time.
 
+pub mod auth;
 pub mod error;
 pub mod files;
-pub mod token;
+pub mod init;
+pub mod metrics;
 pub mod users;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::{Code, EnvdError};
@@ -59,11 +64,18 @@ impl Caller {
     }
 }
 
+/// Called with the sandbox env vars an init call set, so that whoever else runs code (the
+/// interpreter's kernels) gets them too. envd does not know who that is; the agent wires it.
+pub type EnvHook =
+    Arc<dyn Fn(Vec<(String, String)>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The envd service's state.
 pub struct Envd {
     settings: RwLock<Settings>,
     /// The user the agent runs as.
     own_user: User,
+    env_hook: RwLock<Option<EnvHook>>,
+    cpu: metrics::CpuSampler,
 }
 
 impl Envd {
@@ -74,7 +86,32 @@ impl Envd {
         Ok(Arc::new(Envd {
             settings: RwLock::new(settings),
             own_user,
+            env_hook: RwLock::default(),
+            cpu: metrics::CpuSampler::default(),
         }))
+    }
+
+    /// Sets who else gets the env vars of an init call.
+    pub fn on_env_change(&self, hook: EnvHook) {
+        *self.env_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    fn env_hook(&self) -> Option<EnvHook> {
+        self.env_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `Ok` when no access token is configured or `headers` carry it.
+    pub fn check_token(&self, headers: &HeaderMap) -> Result<(), EnvdError> {
+        let token = self
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .access_token
+            .clone();
+        auth::check(token.as_deref(), headers)
     }
 
     /// A snapshot of the current settings.
@@ -114,11 +151,21 @@ impl Envd {
     }
 }
 
-/// envd's routes.
+/// envd's routes: the open ones (`/health`, `/init` which checks the token itself), and the
+/// rest behind the access token.
 pub fn router(envd: Arc<Envd>) -> Router {
+    let protected = Router::new()
+        .route("/envs", get(init::envs))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            envd.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/health", get(health))
+        .route("/init", post(init::init))
         .merge(files::routes())
+        .merge(protected)
         .with_state(envd)
 }
 

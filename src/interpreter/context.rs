@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, RwLock};
 use tracing::Instrument;
 
-use super::env::{self, Syntax};
+use super::env;
 use super::execution::ExecutionError;
+use super::language;
 use super::stream::{EndReason, EventSink, ExecutionStream};
 use crate::jupyter::process::wait_silent;
 use crate::jupyter::{Kernel, KernelError, KernelSpec, LaunchOptions, Subscription};
@@ -43,7 +44,8 @@ pub struct Context {
     pub language: String,
     pub cwd: PathBuf,
     spec: Arc<KernelSpec>,
-    launch: LaunchOptions,
+    /// How its kernels start; sandbox-level variables change with the init call.
+    launch: std::sync::RwLock<LaunchOptions>,
     /// The live kernel. Restart holds the write lock while the new kernel starts, so executions
     /// that arrive meanwhile wait for it instead of racing the old one.
     current: RwLock<Arc<Generation>>,
@@ -69,7 +71,7 @@ impl Context {
             language,
             cwd: launch.cwd.clone(),
             spec,
-            launch,
+            launch: std::sync::RwLock::new(launch),
             current: RwLock::new(generation.clone()),
             exec_lock: Mutex::new(()),
             interrupts: watch::Sender::new(0),
@@ -132,12 +134,41 @@ impl Context {
         }
         let old = slot.clone();
         old.end.send_replace(Some(reason));
-        let new = Self::launch_generation(&self.spec, &self.launch).await?;
+        let launch = self.launch_options();
+        let new = Self::launch_generation(&self.spec, &launch).await?;
         *slot = new.clone();
         drop(slot);
         self.supervise(new);
         tokio::spawn(async move { old.kernel.shutdown().await });
         Ok(())
+    }
+
+    fn launch_options(&self) -> LaunchOptions {
+        self.launch
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets sandbox-level variables: in the running kernel (after whatever runs now, before
+    /// whatever is queued later) and in every kernel this context starts from now on.
+    pub async fn set_sandbox_env(&self, vars: &[(String, String)]) {
+        {
+            let mut launch = self.launch.write().unwrap_or_else(|e| e.into_inner());
+            crate::sys::env::merge(&mut launch.env, vars);
+        }
+        let _turn = self.exec_lock.lock().await;
+        let generation = self.current.read().await.clone();
+        let syntax = language::syntax(&self.language);
+        if let Some(code) = env::set_code(syntax, vars) {
+            if let Err(e) = generation
+                .kernel
+                .run_silent(&code, SILENT_CELL_TIMEOUT)
+                .await
+            {
+                tracing::warn!(context = %self.id, error = %e, "setting sandbox env vars failed");
+            }
+        }
     }
 
     /// Restarts the kernel: variables are gone, the id and cwd stay.
@@ -205,7 +236,7 @@ impl Context {
             return;
         }
         let kernel = &generation.kernel;
-        let syntax = Syntax::for_language(&self.language);
+        let syntax = language::syntax(&self.language);
 
         // Pipelined: the env cell and the user's cell go out back to back.
         let env_sub = match env::set_code(syntax, &req.env_vars) {

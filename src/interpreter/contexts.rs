@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::context::Context;
-use super::error::ApiError;
+use super::language;
 use crate::jupyter::{KernelSpec, KernelSpecError, LaunchOptions};
 
 /// What every context is started with.
@@ -26,24 +26,22 @@ pub struct ContextDefaults {
     pub env: Vec<(String, String)>,
 }
 
-/// `lower().strip()`, `js` → `javascript`, `ts` → `typescript`; empty means python.
-pub fn normalise_language(language: Option<&str>) -> String {
-    let l = language.unwrap_or("").trim().to_lowercase();
-    match l.as_str() {
-        "" => "python".into(),
-        "js" => "javascript".into(),
-        "ts" => "typescript".into(),
-        _ => l,
-    }
-}
-
-/// The kernelspec that runs a language.
-fn kernel_for(language: &str) -> &str {
-    match language {
-        "python" => "python3",
-        "javascript" | "typescript" => "javascript",
-        other => other,
-    }
+/// Why the registry could not do what was asked. The API maps these to HTTP (`error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("Context {0} not found")]
+    NotFound(String),
+    #[error("Only one of context_id or language can be provided")]
+    Ambiguous,
+    /// The language has no kernel here; the message is the JSON Jupyter Server sends.
+    #[error("{0}")]
+    NoKernel(String),
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    WorkingDirectory(String),
+    #[error("Failed to restart context {id}: {reason}")]
+    Restart { id: String, reason: String },
 }
 
 #[derive(Default)]
@@ -55,6 +53,8 @@ struct Registry {
 
 pub struct Contexts {
     defaults: ContextDefaults,
+    /// Sandbox-level variables for new contexts: `defaults.env` plus what the init call set.
+    sandbox_env: Mutex<Vec<(String, String)>>,
     registry: Mutex<Registry>,
     /// One per language, so concurrent first requests create a single default.
     language_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -63,6 +63,7 @@ pub struct Contexts {
 impl Contexts {
     pub fn new(defaults: ContextDefaults) -> Contexts {
         Contexts {
+            sandbox_env: Mutex::new(defaults.env.clone()),
             defaults,
             registry: Mutex::default(),
             language_locks: Mutex::default(),
@@ -82,13 +83,13 @@ impl Contexts {
         self.registry().contexts.clone()
     }
 
-    pub fn get(&self, id: &str) -> Result<Arc<Context>, ApiError> {
+    pub fn get(&self, id: &str) -> Result<Arc<Context>, ContextError> {
         self.registry()
             .contexts
             .iter()
             .find(|c| c.id == id)
             .cloned()
-            .ok_or_else(|| ApiError::ContextNotFound(id.to_string()))
+            .ok_or_else(|| ContextError::NotFound(id.to_string()))
     }
 
     /// Starts a new context. The cwd must be an existing directory.
@@ -96,8 +97,8 @@ impl Contexts {
         &self,
         language: Option<&str>,
         cwd: Option<&str>,
-    ) -> Result<Arc<Context>, ApiError> {
-        let language = normalise_language(language);
+    ) -> Result<Arc<Context>, ContextError> {
+        let language = language::normalise(language);
         let cwd = match cwd.filter(|c| !c.is_empty()) {
             Some(c) => PathBuf::from(c),
             None => self.defaults.workdir.clone(),
@@ -106,23 +107,23 @@ impl Contexts {
         let spec = self.spec_for(&language)?;
         let launch = LaunchOptions {
             cwd: cwd.clone(),
-            env: self.defaults.env.clone(),
+            env: self.sandbox_env().clone(),
             home: self.defaults.home.clone(),
             runtime_dir: self.defaults.runtime_dir.clone(),
         };
         let id = uuid::Uuid::new_v4().to_string();
         let ctx = Context::start(id, language.clone(), Arc::new(spec), launch)
             .await
-            .map_err(|e| ApiError::CreateContext(e.to_string()))?;
+            .map_err(|e| ContextError::Start(e.to_string()))?;
         tracing::info!(id = %ctx.id, %language, cwd = %cwd.display(), "context created");
         self.registry().contexts.push(ctx.clone());
         Ok(ctx)
     }
 
-    fn spec_for(&self, language: &str) -> Result<KernelSpec, ApiError> {
-        let kernel = kernel_for(language);
+    fn spec_for(&self, language: &str) -> Result<KernelSpec, ContextError> {
+        let kernel = language::kernel(language);
         KernelSpec::load(&self.defaults.kernels_dir, kernel).map_err(|e| match e {
-            KernelSpecError::NotFound { .. } => ApiError::CreateContext(json_message(
+            KernelSpecError::NotFound { .. } => ContextError::NoKernel(json_message(
                 &format!(
                     "The '{language}' kernel is not available: there is no kernelspec named \
                      '{kernel}' (`kernelbox setup` installs python3, javascript and bash; r and \
@@ -130,13 +131,13 @@ impl Contexts {
                 ),
                 language,
             )),
-            other => ApiError::CreateContext(other.to_string()),
+            other => ContextError::Start(other.to_string()),
         })
     }
 
     /// The language's default context, created on first use (or after it was deleted).
-    pub async fn default_for(&self, language: &str) -> Result<Arc<Context>, ApiError> {
-        let language = normalise_language(Some(language));
+    pub async fn default_for(&self, language: &str) -> Result<Arc<Context>, ContextError> {
+        let language = language::normalise(Some(language));
         if let Some(ctx) = self.current_default(&language) {
             return Ok(ctx);
         }
@@ -169,22 +170,20 @@ impl Contexts {
         &self,
         context_id: Option<&str>,
         language: Option<&str>,
-    ) -> Result<Arc<Context>, ApiError> {
+    ) -> Result<Arc<Context>, ContextError> {
         let context_id = context_id.filter(|s| !s.is_empty());
         let language = language.filter(|s| !s.is_empty());
         match (context_id, language) {
-            (Some(_), Some(_)) => Err(ApiError::BadRequest(
-                "Only one of context_id or language can be provided".into(),
-            )),
+            (Some(_), Some(_)) => Err(ContextError::Ambiguous),
             (None, Some(language)) => self.default_for(language).await,
             (Some("default"), None) | (None, None) => self.default_for("python").await,
             (Some(id), None) => self.get(id),
         }
     }
 
-    pub async fn restart(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn restart(&self, id: &str) -> Result<(), ContextError> {
         let ctx = self.get(id)?;
-        ctx.restart().await.map_err(|e| ApiError::Restart {
+        ctx.restart().await.map_err(|e| ContextError::Restart {
             id: id.to_string(),
             reason: e.to_string(),
         })
@@ -192,14 +191,14 @@ impl Contexts {
 
     /// Removes the context and any default pointing to it; the next request for that language
     /// creates a new default.
-    pub async fn remove(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn remove(&self, id: &str) -> Result<(), ContextError> {
         let ctx = {
             let mut reg = self.registry();
             let pos = reg
                 .contexts
                 .iter()
                 .position(|c| c.id == id)
-                .ok_or_else(|| ApiError::ContextNotFound(id.to_string()))?;
+                .ok_or_else(|| ContextError::NotFound(id.to_string()))?;
             let ctx = reg.contexts.remove(pos);
             reg.defaults.retain(|_, v| v != id);
             ctx
@@ -209,6 +208,18 @@ impl Contexts {
         Ok(())
     }
 
+    fn sandbox_env(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        self.sandbox_env.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets sandbox-level variables for every context, running or to come (the init call). Each
+    /// running kernel gets them before its next execution.
+    pub async fn set_sandbox_env(&self, vars: &[(String, String)]) {
+        crate::sys::env::merge(&mut self.sandbox_env(), vars);
+        let all = self.list();
+        futures_util::future::join_all(all.iter().map(|c| c.set_sandbox_env(vars))).await;
+    }
+
     /// Stops every kernel (agent shutdown).
     pub async fn shutdown_all(&self) {
         let all: Vec<_> = std::mem::take(&mut self.registry().contexts);
@@ -216,14 +227,14 @@ impl Contexts {
     }
 }
 
-fn check_cwd(cwd: &Path) -> Result<(), ApiError> {
+fn check_cwd(cwd: &Path) -> Result<(), ContextError> {
     match std::fs::metadata(cwd) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(ApiError::WorkingDirectory(format!(
+        Ok(_) => Err(ContextError::WorkingDirectory(format!(
             "{} is not a directory",
             cwd.display()
         ))),
-        Err(e) => Err(ApiError::WorkingDirectory(format!(
+        Err(e) => Err(ContextError::WorkingDirectory(format!(
             "{}: {e}",
             cwd.display()
         ))),

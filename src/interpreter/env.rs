@@ -14,12 +14,7 @@
 
 use serde_json::Value;
 
-/// A valid variable name: `^[A-Za-z_][A-Za-z0-9_]*$`.
-pub fn valid_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub use crate::sys::env::valid_name as valid_key;
 
 /// The kernel language family that decides the syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,19 +27,6 @@ pub enum Syntax {
     Java,
     /// A kernel we do not know how to talk to; env vars are not applied.
     Unknown,
-}
-
-impl Syntax {
-    pub fn for_language(language: &str) -> Syntax {
-        match language {
-            "python" => Syntax::Python,
-            "javascript" | "typescript" => Syntax::JavaScript,
-            "r" => Syntax::R,
-            "bash" => Syntax::Bash,
-            "java" => Syntax::Java,
-            _ => Syntax::Unknown,
-        }
-    }
 }
 
 /// A double-quoted string literal valid in Python, JavaScript, R and Java: JSON escapes (`\"`,
@@ -189,6 +171,5 @@ mod tests {
         );
         let restore = restore_code(Syntax::Java, &vars).unwrap();
         assert!(restore.contains("System.clearProperty(__k)"), "{restore}");
-        assert_eq!(Syntax::for_language("java"), Syntax::Java);
     }
 }

@@ -5,6 +5,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::contexts::ContextError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -20,6 +22,20 @@ pub enum ApiError {
     /// Request validation, FastAPI-style: the list of `detail` entries.
     #[error("validation failed")]
     Validation(Vec<Value>),
+}
+
+impl From<ContextError> for ApiError {
+    fn from(e: ContextError) -> ApiError {
+        match e {
+            ContextError::NotFound(id) => ApiError::ContextNotFound(id),
+            ContextError::Ambiguous => ApiError::BadRequest(e.to_string()),
+            ContextError::NoKernel(message) | ContextError::Start(message) => {
+                ApiError::CreateContext(message)
+            }
+            ContextError::WorkingDirectory(message) => ApiError::WorkingDirectory(message),
+            ContextError::Restart { id, reason } => ApiError::Restart { id, reason },
+        }
+    }
 }
 
 impl ApiError {

@@ -1,7 +1,9 @@
 //! The code interpreter (port 49999):
 //! - `execution`: events, results, the `Execution` fold; `ndjson`: Python-style JSON lines;
-//! - `env`: per-request variables as code; `stream`: the policy of one execution;
-//! - `context`: one kernel, its lock and its lifecycle; `contexts`: registry and routing;
+//! - `language`: the one table of languages; `env`: per-request variables as code;
+//! - `stream`: the policy of one execution;
+//! - `context`: one kernel, its lock and its lifecycle; `contexts`: registry and routing (domain
+//!   errors, which `error` maps to HTTP);
 //! - `error`: failures as HTTP; `api`: the routes;
 //! - `service`: start-up (default contexts) and shutdown of the whole interpreter.
 //!
@@ -13,6 +15,7 @@ pub mod contexts;
 pub mod env;
 pub mod error;
 pub mod execution;
+pub mod language;
 pub mod ndjson;
 pub mod service;
 pub mod stream;

@@ -88,6 +88,11 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Sets sandbox-level environment variables in every context, running or to come.
+    pub async fn set_sandbox_env(&self, vars: &[(String, String)]) {
+        self.contexts.set_sandbox_env(vars).await;
+    }
+
     /// Shuts every kernel down. Running executions end with an error line, so a server waiting
     /// for its responses to finish does not wait on streams that could run forever.
     pub async fn shutdown(&self) {

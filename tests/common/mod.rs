@@ -144,11 +144,17 @@ pub fn die_with_this_thread(cmd: &mut Command) {
 /// the process (the agent's death signal is tied to the starting thread). Tests that need state
 /// create their own contexts on it.
 pub fn shared_agent() -> &'static str {
+    shared_agent_with(&["--env", "KERNELBOX_SANDBOX_VAR=sandbox-value"])
+}
+
+/// [`shared_agent`] with other arguments. There is one agent per test binary: the first call's
+/// arguments win.
+pub fn shared_agent_with(extra: &'static [&'static str]) -> &'static str {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let agent = Agent::start(&["--env", "KERNELBOX_SANDBOX_VAR=sandbox-value"]);
+            let agent = Agent::start(extra);
             let _ = tx.send(agent.url.clone());
             loop {
                 std::thread::park();

@@ -9,7 +9,7 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::envd::token;
+use crate::envd::auth::constant_time_eq;
 
 /// What the signature allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn check(
         return Ok(());
     };
     if let Some(given) = creds.header_token.filter(|t| !t.is_empty()) {
-        return if token::matches(token, given) {
+        return if constant_time_eq(token.as_bytes(), given.as_bytes()) {
             Ok(())
         } else {
             Err(AuthError::WrongToken)
@@ -98,7 +98,7 @@ pub fn check(
         token,
         creds.expiration,
     );
-    if !token::matches(&expected, given) {
+    if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
         return Err(AuthError::InvalidSignature);
     }
     match creds.expiration {
