@@ -21,6 +21,8 @@ const EXIT_USAGE: u8 = 2;
 /// latency and higher throughput than two workers on the 2-core reference machine). The kernels
 /// do the computing, in their own processes.
 const DEFAULT_WORKER_THREADS: usize = 1;
+/// The sandbox API's access token, from the environment rather than a flag (see `agent --help`).
+const ACCESS_TOKEN_ENV: &str = "KERNELBOX_ACCESS_TOKEN";
 
 /// kernelbox — a self-hostable, E2B-compatible sandbox for AI-generated code
 #[derive(Parser)]
@@ -38,7 +40,10 @@ enum Command {
     Setup(SetupArgs),
     /// Serve the code interpreter (E2B's port 49999) and the sandbox API (port 49983).
     #[command(
-        after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1)."
+        after_help = "KERNELBOX_WORKER_THREADS sets the runtime's worker threads (default 1).\n\
+                      KERNELBOX_ACCESS_TOKEN stands for --access-token and is safer (every process \
+                      in the sandbox can read the agent's command line); the agent removes it from \
+                      the environment its kernels inherit."
     )]
     Agent(AgentArgs),
 }
@@ -159,9 +164,10 @@ impl AgentArgs {
             port: self.port,
             envd_port: self.envd_port,
             unix_socket: self.unix_socket,
+            // Taken out of the environment even when the flag wins.
             access_token: self
                 .access_token
-                .or_else(|| std::env::var("KERNELBOX_ACCESS_TOKEN").ok())
+                .or(take_access_token())
                 .filter(|t| !t.is_empty()),
             workdir: self
                 .workdir
@@ -173,6 +179,15 @@ impl AgentArgs {
             keepalive: self.keepalive,
         }
     }
+}
+
+/// Reads the access token from the environment and removes it there, so kernels and commands
+/// (which inherit the agent's environment) never see it. Runs before the runtime starts any
+/// thread.
+fn take_access_token() -> Option<String> {
+    let token = std::env::var(ACCESS_TOKEN_ENV).ok();
+    std::env::remove_var(ACCESS_TOKEN_ENV);
+    token
 }
 
 fn agent(args: AgentArgs) -> ExitCode {

@@ -7,13 +7,31 @@
 //! The SDKs live outside the repo, in `$KERNELBOX_HOME/sdk` (default `~/.kernelbox/sdk`), and are
 //! installed by `tests/sdk/install.sh`. When they are missing or stale these tests FAIL (they never
 //! skip) and say so. Each test starts its own agent with
-//! `--env KERNELBOX_SANDBOX_VAR=sandbox-value` and hands its URL to the suite as `KERNELBOX_URL`.
+//! `--env KERNELBOX_SANDBOX_VAR=sandbox-value` and hands its URL to the suite as `KERNELBOX_URL`,
+//! plus a second agent with an access token (`KERNELBOX_SECURED_URL`, `KERNELBOX_SECURED_TOKEN`)
+//! for signed file URLs.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The access token of the second agent each suite gets, for signed file URLs.
+const SECURED_TOKEN: &str = "sdk-suite-token";
+
+/// A second agent, with an access token and no default contexts: the suites reach its sandbox API
+/// through `KERNELBOX_SECURED_URL` as a sandbox created outside debug mode would.
+fn secured_agent(cmd: &mut Command) -> common::Agent {
+    let agent = common::Agent::start_with_env(
+        &common::tempdir("secured"),
+        &["--default-languages", ""],
+        &[("KERNELBOX_ACCESS_TOKEN", SECURED_TOKEN)],
+    );
+    cmd.env("KERNELBOX_SECURED_URL", &agent.envd_url)
+        .env("KERNELBOX_SECURED_TOKEN", SECURED_TOKEN);
+    agent
+}
 
 /// Upper bound for one suite; they take well under a minute with warm kernels.
 const SUITE_DEADLINE: Duration = Duration::from_secs(900);
@@ -101,6 +119,7 @@ fn python_sdk() {
     let agent = common::Agent::start(&["--env", "KERNELBOX_SANDBOX_VAR=sandbox-value"]);
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "pytest", "tests/sdk/python", "-q"]);
+    let _secured = secured_agent(&mut cmd);
     run_suite("python_sdk", cmd, &agent);
 }
 
@@ -132,5 +151,6 @@ fn js_sdk() {
     let agent = common::Agent::start(&["--env", "KERNELBOX_SANDBOX_VAR=sandbox-value"]);
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=spec"]).args(&files);
+    let _secured = secured_agent(&mut cmd);
     run_suite("js_sdk", cmd, &agent);
 }

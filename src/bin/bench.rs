@@ -7,6 +7,10 @@
 //! contexts, and the agent's memory (idle RSS and peak RSS during the big print).
 //!
 //! Usage: kernelbox-bench [--rounds N] [--per-round N] [--agent PATH]
+//!
+//! `kernelbox-bench files [--sizes 1M,1G] [--dir DIR] [--agent PATH]`: the sandbox API's `/files`
+//! instead: upload and download over loopback against `cp` on the same disk (warm cache), with
+//! the agent's peak RSS during each transfer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -117,6 +121,9 @@ fn main() -> Result<(), BoxError> {
     let mut per_round = 3usize;
     let mut agent_bin = std::env::current_exe()?.with_file_name("kernelbox");
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "files") {
+        return files::main(&args[1..], agent_bin);
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().ok_or("missing value")?;
@@ -456,4 +463,294 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
     );
     let _ = std::fs::remove_dir_all(&workdir);
     Ok(())
+}
+
+/// `kernelbox-bench files`: `/files` throughput against `cp`.
+mod files {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    use super::{rss_kb, AgentProc, BoxError};
+
+    pub fn main(args: &[String], mut agent_bin: PathBuf) -> Result<(), BoxError> {
+        let mut sizes = vec![1usize << 20, 1 << 30];
+        let mut dir = std::env::temp_dir();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let v = it.next().ok_or("missing value")?;
+            match a.as_str() {
+                "--sizes" => sizes = v.split(',').map(parse_size).collect::<Result<_, _>>()?,
+                "--dir" => dir = PathBuf::from(v),
+                "--agent" => agent_bin = PathBuf::from(v),
+                other => return Err(format!("unknown option {other}").into()),
+            }
+        }
+        let workdir = dir.join(format!("kernelbox-bench-files-{}", std::process::id()));
+        std::fs::create_dir_all(&workdir)?;
+        let result = run(&agent_bin, &workdir, &sizes);
+        let _ = std::fs::remove_dir_all(&workdir);
+        result
+    }
+
+    fn parse_size(s: &str) -> Result<usize, BoxError> {
+        let (n, mult) = match s.trim().to_ascii_uppercase() {
+            t if t.ends_with('G') => (t.trim_end_matches('G').to_string(), 1 << 30),
+            t if t.ends_with('M') => (t.trim_end_matches('M').to_string(), 1 << 20),
+            t if t.ends_with('K') => (t.trim_end_matches('K').to_string(), 1 << 10),
+            t => (t, 1),
+        };
+        Ok(n.parse::<usize>()? * mult)
+    }
+
+    fn label(size: usize) -> String {
+        match size {
+            s if s >= 1 << 30 => format!("{} GB", s >> 30),
+            s if s >= 1 << 20 => format!("{} MB", s >> 20),
+            s => format!("{s} B"),
+        }
+    }
+
+    fn run(agent_bin: &Path, workdir: &Path, sizes: &[usize]) -> Result<(), BoxError> {
+        let mut child = Command::new(agent_bin)
+            .args([
+                "agent",
+                "--addr",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--envd-port",
+                "0",
+            ])
+            .arg("--workdir")
+            .arg(workdir)
+            .args(["--default-languages", ""])
+            .env("RUST_LOG", "kernelbox=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        let mut envd = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                return Err("agent did not start".into());
+            }
+            if let Some(url) = line.split("sandbox API on ").nth(1) {
+                envd = url.trim().trim_start_matches("http://").to_string();
+            }
+            if line.contains("listening on ") {
+                break;
+            }
+        }
+        let agent = AgentProc {
+            child,
+            url: envd.clone(),
+        };
+        let pid = agent.child.id();
+        println!(
+            "kernelbox-bench files: /files over loopback vs cp on the same disk ({}), warm cache; \
+             median of N; agent idle RSS {} KB",
+            workdir.display(),
+            rss_kb(pid, "VmRSS:")
+        );
+        println!(
+            "{:<8} {:<16} {:>4} {:>10} {:>10} {:>8} {:>16}",
+            "size", "operation", "N", "ms", "MB/s", "vs cp", "agent peak RSS"
+        );
+        for &size in sizes {
+            let reps = if size >= 256 << 20 { 3 } else { 20 };
+            let src = workdir.join("src.bin");
+            write_pattern(&src, size)?;
+            // Warm cache: every row reads the source from memory.
+            std::io::copy(&mut std::fs::File::open(&src)?, &mut std::io::sink())?;
+            let dst = workdir.join("dst.bin");
+
+            let cp = median(reps, || {
+                let _ = std::fs::remove_file(&dst);
+                let t = Instant::now();
+                let ok = Command::new("cp").arg(&src).arg(&dst).status()?.success();
+                if !ok {
+                    return Err("cp failed".into());
+                }
+                Ok(t.elapsed().as_secs_f64())
+            })?;
+            row(size, "cp", reps, cp, cp, None);
+
+            let target = workdir.join("uploaded.bin");
+            let path = target.to_string_lossy().to_string();
+            let (up, up_rss) = measured(pid, reps, || {
+                let _ = std::fs::remove_file(&target);
+                let t = Instant::now();
+                upload(&envd, &path, &src, size)?;
+                Ok(t.elapsed().as_secs_f64())
+            })?;
+            if std::fs::metadata(&target)?.len() != size as u64 {
+                return Err("upload wrote a wrong size".into());
+            }
+            row(size, "upload", reps, up, cp, Some(up_rss));
+
+            let src_path = src.to_string_lossy().to_string();
+            for (name, gzip) in [("download", false), ("download gzip", true)] {
+                let (down, rss) = measured(pid, reps, || {
+                    let _ = std::fs::remove_file(&dst);
+                    let t = Instant::now();
+                    let n = download(&envd, &src_path, &dst, gzip)?;
+                    let elapsed = t.elapsed().as_secs_f64();
+                    if !gzip && n != size as u64 {
+                        return Err("download got a wrong size".into());
+                    }
+                    Ok(elapsed)
+                })?;
+                row(size, name, reps, down, cp, Some(rss));
+            }
+            let _ = std::fs::remove_file(&src);
+            let _ = std::fs::remove_file(&dst);
+            let _ = std::fs::remove_file(&target);
+        }
+        drop(agent);
+        Ok(())
+    }
+
+    fn row(size: usize, op: &str, n: usize, secs: f64, cp: f64, rss: Option<u64>) {
+        let mbps = size as f64 / (1 << 20) as f64 / secs;
+        let rss = rss
+            .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+            .unwrap_or_default();
+        println!(
+            "{:<8} {:<16} {:>4} {:>10.2} {:>10.0} {:>7.2}x {:>16}",
+            label(size),
+            op,
+            n,
+            secs * 1000.0,
+            mbps,
+            cp / secs,
+            rss
+        );
+    }
+
+    fn median(reps: usize, mut f: impl FnMut() -> Result<f64, BoxError>) -> Result<f64, BoxError> {
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            times.push(f()?);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
+    /// The median time, and the agent's peak RSS (KB) over the runs (`VmHWM`, reset before each).
+    fn measured(
+        pid: u32,
+        reps: usize,
+        mut f: impl FnMut() -> Result<f64, BoxError>,
+    ) -> Result<(f64, u64), BoxError> {
+        let mut peak = 0;
+        let secs = median(reps, || {
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+            let t = f()?;
+            peak = peak.max(rss_kb(pid, "VmHWM:"));
+            Ok(t)
+        })?;
+        Ok((secs, peak))
+    }
+
+    /// A file of `size` bytes that no compressor shrinks much (an xorshift stream).
+    fn write_pattern(path: &Path, size: usize) -> Result<(), BoxError> {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut left = size;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            for chunk in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            let n = left.min(buf.len());
+            f.write_all(&buf[..n])?;
+            left -= n;
+        }
+        f.flush()?;
+        Ok(())
+    }
+
+    fn query_path(path: &str) -> String {
+        path.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// `POST /files?path=` with the file as an octet-stream body (sent with `sendfile`, so the
+    /// client costs little), then the reply.
+    fn upload(addr: &str, path: &str, src: &Path, size: usize) -> Result<(), BoxError> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        write!(
+            s,
+            "POST /files?path={} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {size}\r\nConnection: close\r\n\r\n",
+            query_path(path)
+        )?;
+        let mut f = std::fs::File::open(src)?;
+        std::io::copy(&mut f, &mut s)?;
+        let (status, _) = read_head(&mut s)?;
+        if status != 200 {
+            return Err(format!("upload answered {status}").into());
+        }
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)?;
+        Ok(())
+    }
+
+    /// `GET /files?path=` into `dst`; returns the body's length.
+    fn download(addr: &str, path: &str, dst: &Path, gzip: bool) -> Result<u64, BoxError> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        let accept = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "GET /files?path={} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n",
+            query_path(path)
+        )?;
+        let (status, mut reader) = read_head(&mut s)?;
+        if status != 200 {
+            return Err(format!("download answered {status}").into());
+        }
+        let mut out = std::fs::File::create(dst)?;
+        // A gzip reply is chunked; the bench only needs the bytes to flow, so its framing stays
+        // in the file.
+        Ok(std::io::copy(&mut reader, &mut out)?)
+    }
+
+    /// Reads a response head; returns the status and a reader positioned at the body.
+    fn read_head(s: &mut TcpStream) -> Result<(u16, BufReader<&mut TcpStream>), BoxError> {
+        let mut reader = BufReader::with_capacity(256 * 1024, s);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line)?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad status line")?;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        Ok((status, reader))
+    }
 }

@@ -4,6 +4,7 @@
 //! - `users`: Linux accounts and how a request's paths resolve for them;
 //! - `auth`: the access token; `init`: the control plane's init call and `/envs`;
 //!   `metrics`: `/metrics`;
+//! - `files`: plain HTTP `GET`/`POST /files` (download, upload, signed URLs);
 //! - `error`: Connect error codes and the one place envd errors become HTTP;
 //! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
 //!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod connect;
 pub mod error;
+pub mod files;
 pub mod filesystem;
 pub mod init;
 pub mod metrics;
@@ -184,6 +186,7 @@ pub fn router(envd: Arc<Envd>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/init", post(init::init))
+        .merge(files::routes())
         .with_state(envd)
         .merge(protected)
 }

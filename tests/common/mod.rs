@@ -29,7 +29,17 @@ impl Agent {
     }
 
     pub fn start_in(workdir: &std::path::Path, extra: &[&str]) -> Agent {
+        Self::start_with_env(workdir, extra, &[])
+    }
+
+    /// As [`Agent::start_in`], with extra environment variables for the agent.
+    pub fn start_with_env(
+        workdir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox"));
+        cmd.envs(env.iter().copied());
         cmd.args([
             "agent",
             "--addr",

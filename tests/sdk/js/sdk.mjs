@@ -35,6 +35,10 @@ if (!URL) {
   )
 }
 
+// A second agent with an access token, for signed file URLs (files_io.test.mjs); optional.
+export const SECURED_URL = (process.env.KERNELBOX_SECURED_URL || '').replace(/\/+$/, '')
+export const SECURED_TOKEN = process.env.KERNELBOX_SECURED_TOKEN || ''
+
 // Defence in depth: anything aimed at the control plane would go to a closed loopback port.
 process.env.E2B_API_URL = 'http://127.0.0.1:9'
 process.env.E2B_DOMAIN = 'kernelbox.invalid'
@@ -49,7 +53,7 @@ const realFetch = globalThis.fetch
 globalThis.fetch = async (input, init) => {
   const url = typeof input === 'string' ? input : input instanceof Request ? input.url : String(input)
   requests.push({ url, method: init?.method ?? 'GET', headers: new Headers(init?.headers) })
-  if (!url.startsWith(URL + '/')) {
+  if (!url.startsWith(URL + '/') && !(SECURED_URL && url.startsWith(SECURED_URL + '/'))) {
     throw new Error(`the SDK tried to reach ${url}, which is not the agent at ${URL}`)
   }
   return realFetch(input, init)

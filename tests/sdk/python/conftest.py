@@ -24,6 +24,8 @@ import pytest  # noqa: E402
 from e2b_code_interpreter import Sandbox  # noqa: E402
 
 URL = os.environ.get("KERNELBOX_URL", "").rstrip("/")
+# A second agent with an access token, for signed file URLs (test_files_io.py); optional.
+SECURED_URL = os.environ.get("KERNELBOX_SECURED_URL", "").rstrip("/")
 
 
 def pytest_configure(config):
@@ -44,7 +46,8 @@ _orig_async_send = httpx.AsyncClient.send
 
 def _check(request):
     REQUESTS.append((request.method, str(request.url), dict(request.headers)))
-    if not str(request.url).startswith(URL + "/"):
+    allowed = [URL + "/"] + ([SECURED_URL + "/"] if SECURED_URL else [])
+    if not any(str(request.url).startswith(a) for a in allowed):
         raise AssertionError(f"the SDK tried to reach {request.url}, which is not the agent at {URL}")
 
 

@@ -1,0 +1,236 @@
+//! `POST /files`: uploads as envd takes them (`internal/api/upload.go`), written all or nothing
+//! (see [`super::staged`]).
+//!
+//! - `application/octet-stream`: the body is the file at `?path=` (required), optionally
+//!   `Content-Encoding: gzip`;
+//! - `multipart/form-data`: every part named `file` is a file, at `?path=` if given, else at its
+//!   `filename` (a full path; the SDKs' `write_files`). Other parts are skipped. Parts are written
+//!   one after the other as they arrive; two parts for one target are refused (400), after the
+//!   earlier ones were written, as in envd.
+//!
+//! `X-Metadata-*` headers apply to every file. The reply lists what was written:
+//! `[{"path","name","type":"file","metadata"?}]`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Uri};
+use axum::Json;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+
+use super::encoding::{self, Coding};
+use super::error::FilesError;
+use super::metadata::{self, Metadata};
+use super::signature::Operation;
+use super::staged::{Destination, Encoding, Upload, Written};
+use super::{authorise, resolve, FileQuery};
+use crate::envd::{Caller, Envd};
+
+/// One written file in the reply (envd's `EntryInfo` as the upload returns it).
+#[derive(Debug, Serialize)]
+pub struct WrittenEntry {
+    pub path: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+/// What every file of one request shares.
+struct Request {
+    caller: Caller,
+    metadata: Arc<Metadata>,
+    content_length: Option<u64>,
+}
+
+impl Request {
+    fn destination(&self, path: PathBuf) -> Destination {
+        Destination {
+            path,
+            uid: self.caller.user.uid,
+            gid: self.caller.user.gid,
+            metadata: self.metadata.clone(),
+            content_length: self.content_length,
+        }
+    }
+
+    fn entry(&self, path: &Path, written: &Written) -> WrittenEntry {
+        WrittenEntry {
+            path: path.to_string_lossy().into_owned(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kind: "file",
+            metadata: (written.metadata_stored && !self.metadata.is_empty())
+                .then(|| (*self.metadata).clone()),
+        }
+    }
+}
+
+pub async fn post_files(
+    State(envd): State<Arc<Envd>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Json<Vec<WrittenEntry>>, FilesError> {
+    let query = FileQuery::parse(&uri)?;
+    let caller = authorise(&envd, &headers, &query, Operation::Write)?;
+    let coding = encoding::content_encoding(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|e| FilesError::BadRequest(format!("error decompressing request body: {e}")))?;
+    let metadata = metadata::from_headers(&headers)
+        .map_err(|e| FilesError::BadRequest(format!("invalid metadata: {e}")))?;
+    let request = Request {
+        caller,
+        metadata: Arc::new(metadata),
+        content_length: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let entries = if media_type == "application/octet-stream" {
+        let raw = query.path.as_deref().ok_or_else(|| {
+            FilesError::BadRequest("path query parameter is required for raw body upload".into())
+        })?;
+        let path = resolve(&request.caller, raw)?;
+        let encoding = match coding {
+            Coding::Identity => Encoding::Identity,
+            Coding::Gzip => Encoding::Gzip,
+        };
+        let upload = Upload::start(request.destination(path.clone()), encoding);
+        let written = pump(body.into_data_stream(), upload).await?;
+        vec![request.entry(&path, &written)]
+    } else if media_type.starts_with("multipart/") {
+        if coding == Coding::Gzip {
+            // The SDKs compress only octet-stream bodies.
+            return Err(FilesError::BadRequest(
+                "error decompressing request body: gzip is supported for application/octet-stream uploads only"
+                    .into(),
+            ));
+        }
+        multipart(&request, &query, content_type, body).await?
+    } else {
+        return Err(FilesError::BadRequest(format!(
+            "unsupported content type: {content_type}, expected multipart/form-data or application/octet-stream"
+        )));
+    };
+    Ok(Json(entries))
+}
+
+/// Feeds a body to an upload; a body that fails (the client went away) aborts it.
+async fn pump<E: std::fmt::Display>(
+    mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    upload: Upload,
+) -> Result<Written, FilesError> {
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(data) => {
+                if !upload.send(data).await {
+                    // The writer stopped: finishing returns its error.
+                    return upload.finish().await;
+                }
+            }
+            Err(e) => return Err(upload.abort(FilesError::ClientGone(e.to_string())).await),
+        }
+    }
+    upload.finish().await
+}
+
+async fn multipart(
+    request: &Request,
+    query: &FileQuery,
+    content_type: &str,
+    body: Body,
+) -> Result<Vec<WrittenEntry>, FilesError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| FilesError::BadRequest(format!("error parsing multipart form: {e}")))?;
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut entries: Vec<WrittenEntry> = Vec::new();
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(form_error(e)),
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let raw = match (&query.path, field.file_name()) {
+            (Some(path), _) => path.clone(),
+            (None, Some(name)) => name.to_string(),
+            (None, None) => {
+                return Err(FilesError::BadRequest(
+                    "error getting multipart custom part file name: filename not found in Content-Disposition header"
+                        .into(),
+                ))
+            }
+        };
+        let path = resolve(&request.caller, &raw)?;
+        let shown = path.to_string_lossy();
+        if entries.iter().any(|e| e.path == shown) {
+            return Err(FilesError::BadRequest(conflict_message(&shown, &entries)));
+        }
+        let upload = Upload::start(request.destination(path.clone()), Encoding::Identity);
+        let written = loop {
+            match field.chunk().await {
+                Ok(Some(data)) => {
+                    if !upload.send(data).await {
+                        break upload.finish().await?;
+                    }
+                }
+                Ok(None) => break upload.finish().await?,
+                Err(e) => return Err(upload.abort(form_error(e)).await),
+            }
+        };
+        entries.push(request.entry(&path, &written));
+    }
+    Ok(entries)
+}
+
+/// A multipart failure: the body itself failing means the client went away; anything else is a
+/// malformed form.
+fn form_error(e: multer::Error) -> FilesError {
+    match e {
+        multer::Error::StreamReadFailed(e) => FilesError::ClientGone(e.to_string()),
+        e => FilesError::BadRequest(format!("error reading form: {e}")),
+    }
+}
+
+/// envd's words for a second part aimed at an already written target.
+fn conflict_message(path: &str, written: &[WrittenEntry]) -> String {
+    let mut message = format!(
+        "you cannot upload multiple files to the same path '{path}' in one upload request, only the first specified file was uploaded"
+    );
+    let others: Vec<&str> = written
+        .iter()
+        .map(|e| e.path.as_str())
+        .filter(|p| *p != path)
+        .collect();
+    if others.len() > 1 {
+        message.push_str(&format!(
+            ", also the following files were uploaded: {}",
+            others.join(", ")
+        ));
+    }
+    message
+}
