@@ -656,6 +656,17 @@ mod http {
         )
         .await;
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+        // Bytes that are not base64 are the caller's mistake, not the process's.
+        let (status, body) = unary(
+            "SendInput",
+            json!({"process": {"pid": 1}, "input": {"stdin": "%%% not base64 %%%"}}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{body}"
+        );
 
         let mut bad_cwd = sh("true");
         bad_cwd["process"]["cwd"] = json!("/no/such/dir");
