@@ -149,6 +149,9 @@ info "$("$DENO_BIN" --version | head -1) ($KB/bin/deno -> $(readlink -f "$DENO_B
 
 # --------------------------------------------------------------------------------------------
 step 5 "kernelspecs -> $KB/kernels"
+# The launcher the python3 and bash kernelspecs start their kernels with (see the file).
+cp -f "$SRC/python/kernelbox_launch.py" "$KB/python/kernelbox_launch.py.tmp"
+mv -f "$KB/python/kernelbox_launch.py.tmp" "$KB/python/kernelbox_launch.py"
 HAVE_R=0
 if command -v R >/dev/null 2>&1 && R --slave -e 'quit(status = !requireNamespace("IRkernel", quietly = TRUE))' >/dev/null 2>&1; then
   HAVE_R=1

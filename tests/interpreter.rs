@@ -707,8 +707,50 @@ async fn request_errors() {
     );
 }
 
-/// Deno publishes `idle` before its output queue drains; the prelude and the kernelspec's output
-/// grace must keep every line and result with its own execution.
+/// Large outputs on several contexts at once, in the kernels that send one message per line:
+/// every line arrives, in order, and every execution ends. Deno's output can still be draining
+/// well after `idle` (a quiet period cut it short), and a PUB socket at its default high-water
+/// mark drops bash_kernel's lines, and sometimes its `idle`, for an agent that falls behind.
+#[tokio::test]
+async fn concurrent_large_outputs_arrive_whole() {
+    let url = common::shared_agent();
+    let lines = 40_000;
+    let mut runs = Vec::new();
+    for (language, code) in [
+        ("bash", format!("seq 1 {lines}")),
+        (
+            "javascript",
+            format!("for (let i = 1; i <= {lines}; i++) console.log(i)"),
+        ),
+    ] {
+        for _ in 0..3 {
+            let ctx = new_context(url, language).await;
+            let code = code.clone();
+            runs.push(tokio::spawn(async move {
+                let out = tokio::time::timeout(Duration::from_secs(120), run_in(url, &ctx, &code))
+                    .await
+                    .expect("the execution ends");
+                (language, out)
+            }));
+        }
+    }
+    let expected: Vec<String> = (1..=lines).map(|i| i.to_string()).collect();
+    for run in runs {
+        let (language, out) = run.await.expect("join");
+        let stdout: String = out
+            .iter()
+            .filter(|l| l["type"] == "stdout")
+            .filter_map(|l| l["text"].as_str())
+            .collect();
+        let got: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(got.len(), expected.len(), "{language}: lines lost");
+        assert!(got == expected, "{language}: lines out of order");
+    }
+}
+
+/// Deno publishes `idle` before its output queue drains; the prelude's end-of-output marker (and
+/// for cells that throw, the kernelspec's output grace) keeps every line and result with its own
+/// execution.
 #[tokio::test]
 async fn javascript_output_is_never_lost() {
     let url = common::shared_agent();

@@ -10,8 +10,8 @@
 //     work), plus require.resolve / require.cache. Builtins work too: require('fs'), require('node:path').
 //   * Interrupting a cell that awaits (see "interrupts" below): on SIGUSR2 from the agent, every
 //     pending promise made with `new Promise` and every `fetch` rejects with an AbortError.
-//   * Output ordering: a short pause after each cell's result so that its stream output and
-//     execute_result reach iopub before `status: idle` (see the comment at the end).
+//   * End of output: a marker after each cell's last output, so the agent knows when a cell's
+//     output has all arrived (see the comment at the end).
 //
 // process, process.env (read/write), process.chdir, top-level await, TypeScript and the last
 // expression's value are native to Deno's kernel and need nothing here.
@@ -129,48 +129,42 @@ await (async () => {
     });
   }
 
-  // --- output ordering ----------------------------------------------------------------------
+  // --- end of output -----------------------------------------------------------------------
   // Deno's kernel thread publishes `status: idle` as soon as the REPL isolate has evaluated the
-  // cell and formatted its value, while the cell's stdout/stderr and execute_result travel through
-  // a separate queue that another task drains onto iopub. Without help they often arrive *after*
-  // idle (measured: 9-24% of cells). Deno calls jupyter.broadcastResult (and awaits it) for every
-  // non-silent cell that did not throw, so pausing the REPL thread briefly there, after the result
-  // has been queued, lets the drainer publish everything first (0 of 400 cells late in tests).
-  // Cells that throw do not pass through here; their earlier output can still trail the error.
+  // cell and formatted its value, while the cell's stdout/stderr travel through a separate queue
+  // that another task drains onto iopub: a large output can still be draining seconds after idle.
+  // Deno calls jupyter.broadcastResult (and awaits it) for every non-silent cell that did not
+  // throw, after all of the cell's output was queued, so the prelude prints a marker there, into
+  // the same queue: when the agent sees it (kernel.json: metadata.kernelbox.output_marker, which
+  // the agent strips), every line before it has arrived. Cells that throw do not pass through
+  // here; for them the agent falls back to a short quiet period.
   const internal = Deno[Deno.internal];
   const jupyter = internal?.jupyter;
   if (!jupyter || typeof jupyter.broadcastResult !== "function") {
     return; // a Deno without this internal hook: keep its behaviour
   }
-  const FLUSH_MS = 3;
+  const OUTPUT_COMPLETE = "\u0000kernelbox-output-complete\u0000";
+  // The console as it is now: user code that replaces console.log must not swallow the marker.
+  const log = console.log.bind(console);
+  const markComplete = () => log(OUTPUT_COMPLETE);
   const denoBroadcastResult = jupyter.kernelboxOriginalBroadcastResult ?? jupyter.broadcastResult;
   jupyter.kernelboxOriginalBroadcastResult = denoBroadcastResult;
-  const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-  const letDrainerRun = () => {
-    Atomics.wait(sleepCell, 0, 0, FLUSH_MS);
-  };
 
   jupyter.broadcastResult = function broadcastResult(executionCount, result) {
     let out;
     try {
       out = denoBroadcastResult.call(this, executionCount, result);
     } catch (err) {
-      letDrainerRun();
+      markComplete();
       throw err;
     }
-    if (out && typeof out.then === "function") {
-      return out.then(
-        (value) => {
-          letDrainerRun();
-          return value;
-        },
-        (err) => {
-          letDrainerRun();
-          throw err;
-        },
-      );
-    }
-    letDrainerRun();
-    return out;
+    // After the result itself went out, so the marker also follows the execute_result.
+    return (async () => {
+      try {
+        return await out;
+      } finally {
+        markComplete();
+      }
+    })();
   };
 })();

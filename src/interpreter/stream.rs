@@ -26,6 +26,15 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1500);
 const INTERRUPT_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a dying kernel's generation has to say why it ended.
 const END_REASON_WAIT: Duration = Duration::from_secs(5);
+/// How long a cell whose kernel promised an end-of-output marker may stay silent before the
+/// marker is given up on (a cell that replaced its process's stdout, say). Output that keeps
+/// coming keeps the wait going.
+const MARKER_QUIET: Duration = Duration::from_secs(2);
+/// After the reply, how long the kernel may stay silent without sending `idle` before the
+/// execution ends without it. A kernel publishes `idle` right after its reply; one that never
+/// comes was dropped on the way (a PUB socket drops for a reader that falls behind), and waiting
+/// for it would hang the stream and every execution queued behind it.
+const IDLE_LOST_AFTER: Duration = Duration::from_secs(10);
 /// Lines are written at most this long after they are produced...
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 /// ...or as soon as this much is gathered.
@@ -196,7 +205,11 @@ pub(super) struct ExecutionStream<'a> {
     /// could land before the cell runs and be lost, so causes wait for it.
     started: bool,
     replied: bool,
+    /// The reply said `ok`: a kernel with an end-of-output marker will send one.
+    reply_ok: bool,
     idle: bool,
+    /// The kernel's end-of-output marker arrived: nothing more will come.
+    output_complete: bool,
     /// An execution reports at most one error.
     error_sent: bool,
     /// An error from `execute_reply`, held until idle: the reply overtakes iopub (another
@@ -241,7 +254,9 @@ impl<'a> ExecutionStream<'a> {
             },
             started: false,
             replied: false,
+            reply_ok: false,
             idle: false,
+            output_complete: false,
             error_sent: false,
             reply_error: None,
             deferred: None,
@@ -330,12 +345,16 @@ impl<'a> ExecutionStream<'a> {
         }
     }
 
-    /// True once the reply and idle have arrived and the kernel's output grace has passed.
+    /// True once the reply and idle have arrived and either the kernel's end-of-output marker or
+    /// a quiet period has; or the reply and a long silence without idle.
     fn done(&mut self) -> bool {
-        if !(self.replied && self.idle) {
+        if !self.replied {
             return false;
         }
-        let grace = self.kernel.spec.output_grace;
+        if self.idle && self.output_complete {
+            return true;
+        }
+        let grace = self.quiet_period();
         let now = Instant::now();
         match self.grace_until {
             _ if grace.is_zero() => true,
@@ -347,9 +366,21 @@ impl<'a> ExecutionStream<'a> {
         }
     }
 
+    /// How long to listen for late output after the reply (and idle).
+    fn quiet_period(&self) -> Duration {
+        if !self.idle {
+            IDLE_LOST_AFTER
+        } else if self.kernel.spec.output_marker.is_some() && self.reply_ok {
+            MARKER_QUIET
+        } else {
+            self.kernel.spec.output_grace
+        }
+    }
+
     async fn on_message(&mut self, incoming: Incoming) {
+        let quiet = self.quiet_period();
         if let Some(until) = self.grace_until.as_mut() {
-            *until = Instant::now() + self.kernel.spec.output_grace;
+            *until = Instant::now() + quiet;
         }
         let msg = &incoming.msg;
         match (incoming.channel, msg.msg_type()) {
@@ -367,16 +398,7 @@ impl<'a> ExecutionStream<'a> {
                     self.start_interrupt(cause).await;
                 }
             }
-            (Channel::IoPub, "stream") if self.out.client => {
-                let kind = if msg.content_str("name") == "stderr" {
-                    "stderr"
-                } else {
-                    "stdout"
-                };
-                let timestamp = wire::timestamp_from_kernel(msg.date());
-                let line = stream_line(kind, &msg.stream_text_json(), &timestamp);
-                self.out.line(line).await;
-            }
+            (Channel::IoPub, "stream") => self.on_stream(msg).await,
             (Channel::IoPub, kind @ ("display_data" | "execute_result")) => {
                 let data = msg.content.get("data").cloned().unwrap_or(Value::Null);
                 let result = ExecutionResult::from_bundle(&data, kind == "execute_result");
@@ -384,7 +406,11 @@ impl<'a> ExecutionStream<'a> {
             }
             (Channel::IoPub, "error") => self.report(kernel_error(&msg.content)).await,
             (Channel::IoPub, "status") => match msg.content_str("execution_state") {
-                "idle" => self.idle = true,
+                "idle" => {
+                    self.idle = true;
+                    // The quiet period after idle is another one than before it.
+                    self.grace_until = None;
+                }
                 "error" => {
                     let e =
                         ExecutionError::new("KernelError", "The kernel reported an error state");
@@ -396,6 +422,7 @@ impl<'a> ExecutionStream<'a> {
             },
             (Channel::Shell, "execute_reply") => {
                 self.replied = true;
+                self.reply_ok = msg.content_str("status") == "ok";
                 match msg.content_str("status") {
                     "error" if self.reply_error.is_none() => {
                         self.reply_error = Some(kernel_error(&msg.content));
@@ -416,6 +443,36 @@ impl<'a> ExecutionStream<'a> {
             // update_display_data, clear_output, comms, input requests: the SDKs have no event
             // for them; dropping them must not stall anything.
             _ => {}
+        }
+    }
+
+    /// Output, minus the kernel's end-of-output marker (which completes the output).
+    async fn on_stream(&mut self, msg: &crate::jupyter::Message) {
+        let kind = if msg.content_str("name") == "stderr" {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        let text_json = msg.stream_text_json();
+        let marked = self
+            .kernel
+            .spec
+            .output_marker
+            .as_deref()
+            .and_then(|marker| strip_marker(&text_json, marker));
+        let timestamp = wire::timestamp_from_kernel(msg.date());
+        let line = match marked {
+            Some(rest) => {
+                self.output_complete = true;
+                if rest.is_empty() {
+                    return;
+                }
+                stream_line(kind, &Value::String(rest).to_string(), &timestamp)
+            }
+            None => stream_line(kind, &text_json, &timestamp),
+        };
+        if self.out.client {
+            self.out.line(line).await;
         }
     }
 
@@ -495,6 +552,9 @@ impl<'a> ExecutionStream<'a> {
     }
 
     async fn finish_normally(mut self) -> Outcome {
+        if !self.idle {
+            tracing::warn!("the kernel's idle status never came; ending the execution without it");
+        }
         if let Some(error) = self.reply_error.take() {
             self.report(error).await;
         }
@@ -521,6 +581,17 @@ impl<'a> ExecutionStream<'a> {
         }
         self.finish(true, true).await
     }
+}
+
+/// The text before `marker` when the stream text (as a JSON string literal) ends with it. Stream
+/// text stays JSON on the hot path; only a text that names the marker is decoded.
+fn strip_marker(text_json: &str, marker: &str) -> Option<String> {
+    let core = marker.trim_matches(|c: char| c.is_control());
+    if core.is_empty() || !text_json.contains(core) {
+        return None;
+    }
+    let text: String = serde_json::from_str(text_json).ok()?;
+    text.strip_suffix(marker).map(str::to_string)
 }
 
 /// Why the kernel's generation ended, once it says; `Died` if it does not say in time.
@@ -559,5 +630,28 @@ fn kernel_error(content: &Value) -> ExecutionError {
         name: s("ename"),
         value: s("evalue"),
         traceback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_marker;
+
+    #[test]
+    fn the_end_of_output_marker_is_found_and_stripped() {
+        let marker = "\u{0}done\u{0}\n";
+        assert_eq!(
+            strip_marker(r#""\u0000done\u0000\n""#, marker),
+            Some(String::new())
+        );
+        assert_eq!(
+            strip_marker(r#""last line\n\u0000done\u0000\n""#, marker),
+            Some("last line\n".to_string())
+        );
+        assert_eq!(
+            strip_marker(r#""done, but not the marker\n""#, marker),
+            None
+        );
+        assert_eq!(strip_marker(r#""plain\n""#, marker), None);
     }
 }

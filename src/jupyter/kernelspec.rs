@@ -45,6 +45,11 @@ pub struct KernelSpec {
     /// JavaScript; a cell that awaits is ended by this signal, and `interrupt_mode` follows after
     /// `interrupt_escalate` if the cell is still busy (a loop that never yields).
     pub await_interrupt: Option<AwaitInterrupt>,
+    /// Text the kernel's start-up code prints once a cell's output has all been queued, from
+    /// `metadata.kernelbox.output_marker`. Deno publishes `idle` before its output has drained;
+    /// its prelude prints this marker after the last output of every cell that did not throw, so
+    /// the agent knows when the output is complete instead of guessing from a quiet period.
+    pub output_marker: Option<String>,
 }
 
 /// The first step of a two-step interrupt (see [`KernelSpec::await_interrupt`]).
@@ -132,7 +137,14 @@ impl KernelSpec {
                 .min(10_000),
         );
         let await_interrupt = parse_await_interrupt(&raw.metadata).map_err(invalid)?;
+        let output_marker = raw
+            .metadata
+            .pointer("/kernelbox/output_marker")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
         Ok(KernelSpec {
+            output_marker,
             output_grace,
             await_interrupt,
             name: name.to_string(),
