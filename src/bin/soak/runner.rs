@@ -126,8 +126,8 @@ impl Runner {
         for slot in &self.slots {
             let mut ctx = slot.ctx.write().await;
             if let Some(id) = ctx.id.take() {
-                self.control("delete context", self.client.remove_context(&id))
-                    .await;
+                let deleted = self.control("delete context", self.client.remove_context(&id));
+                self.note_failure(deleted.await);
             }
         }
     }
@@ -158,9 +158,7 @@ impl Runner {
             "create context",
             self.client.create_context(Some(lang), None),
         );
-        let info = created
-            .await
-            .ok_or(format!("could not create a {lang} context"))?;
+        let info = created.await?;
         ctx.id = Some(info.id);
         ctx.pid = None;
         self.state_check(slot, ctx).await;
@@ -175,8 +173,8 @@ impl Runner {
     /// Deletes a context that hung and opens a new one in its slot.
     async fn replace(&self, slot: &Slot, ctx: &mut Ctx) {
         if let Some(id) = ctx.id.take() {
-            self.control("delete hung context", self.client.remove_context(&id))
-                .await;
+            let deleted = self.control("delete hung context", self.client.remove_context(&id));
+            self.note_failure(deleted.await);
         }
         self.stats().replaced_contexts += 1;
         if let Err(e) = self.open(slot, ctx).await {
@@ -191,22 +189,23 @@ impl Runner {
         &self,
         what: &str,
         call: impl Future<Output = Result<T, E>>,
-    ) -> Option<T> {
+    ) -> Result<T, String> {
         match tokio::time::timeout(self.settings.control_bound, call).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.stats().problem(format!("{what}: {e}"));
-                None
-            }
+            Ok(result) => result.map_err(|e| format!("{what}: {e}")),
             Err(_) => {
+                let e = format!("{what}: no answer within {:?}", self.settings.control_bound);
                 let mut stats = self.stats();
                 stats.control_hung += 1;
-                stats.problem(format!(
-                    "{what}: no answer within {:?}",
-                    self.settings.control_bound
-                ));
-                None
+                stats.problem(e.clone());
+                Err(e)
             }
+        }
+    }
+
+    /// Records a failed context call that did answer.
+    fn note_failure<T>(&self, result: Result<T, String>) {
+        if let Err(e) = result {
+            self.stats().problem(e);
         }
     }
 
@@ -335,6 +334,12 @@ impl Runner {
             errors: None,
         };
         let safe_pid = pid.filter(|p| self.watch.as_ref().is_some_and(|w| w.note(*p)));
+        if plan.kind == Kind::Kill && safe_pid.is_none() {
+            let why = format!(
+                "SIGKILL [{lang}]: no pid known to be the agent's kernel; disconnecting instead"
+            );
+            self.stats().problem(why);
+        }
         let (code, inject) = match (plan.kind, plan.cut_after_lines, safe_pid) {
             (Kind::Error, ..) => (lines + &cells::raise(lang, run), Inject::Nothing),
             (Kind::Timeout | Kind::AwaitTimeout, ..) => (sleeping, Inject::Nothing),
@@ -430,7 +435,7 @@ impl Runner {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())
             };
-            self.control("interrupt", answer).await;
+            self.note_failure(self.control("interrupt", answer).await);
         }
         out
     }
