@@ -11,7 +11,7 @@ use std::process::Command;
 #[test]
 fn short_soak_has_no_hang_loss_or_leak() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox-soak"));
-    cmd.args(["--seed", "20261202", "--runs", "250", "--max-secs", "100"])
+    cmd.args(["--seed", "20261202", "--runs", "250", "--max-secs", "90"])
         .args(["--concurrency", "4", "--contexts-per-language", "2"])
         .args(["--agent-bin", env!("CARGO_BIN_EXE_kernelbox")]);
     common::die_with_this_thread(&mut cmd);

@@ -109,10 +109,36 @@ pub struct Plan {
     pub bystander: bool,
 }
 
-/// Draws `runs` runs over the given context slots (slot index and language).
+/// Draws `runs` runs over the given context slots (slot index and language). Every kind runs
+/// at least once in every language (when `runs` allows), so a short soak covers them all; the
+/// rest is drawn by weight, and the whole list is shuffled.
 pub fn make(seed: u64, runs: usize, slots: &[(usize, Lang)]) -> Vec<Plan> {
     let mut rng = SplitMix64::new(seed);
-    (0..runs).map(|_| draw(&mut rng, slots)).collect()
+    let mut langs: Vec<Lang> = slots.iter().map(|(_, l)| *l).collect();
+    langs.dedup();
+    let mut plans = Vec::new();
+    for lang in langs {
+        let own: Vec<usize> = slots
+            .iter()
+            .filter(|(_, l)| *l == lang)
+            .map(|(i, _)| *i)
+            .collect();
+        for (kind, _) in Kind::MIX
+            .iter()
+            .filter(|(k, _)| !k.awaiting() || lang.can_await())
+        {
+            let slot = own[rng.range(0, own.len() as u64 - 1) as usize];
+            plans.push(params(&mut rng, *kind, slot));
+        }
+    }
+    plans.truncate(runs);
+    while plans.len() < runs {
+        plans.push(draw(&mut rng, slots));
+    }
+    for i in (1..plans.len()).rev() {
+        plans.swap(i, rng.range(0, i as u64) as usize);
+    }
+    plans
 }
 
 fn draw(rng: &mut SplitMix64, slots: &[(usize, Lang)]) -> Plan {
@@ -128,6 +154,11 @@ fn draw(rng: &mut SplitMix64, slots: &[(usize, Lang)]) -> Plan {
         })
         .collect();
     let kind = Kind::MIX[rng.weighted(&weights)].0;
+    params(rng, kind, slot)
+}
+
+/// The random sizes, timeouts and moments of one run of `kind`.
+fn params(rng: &mut SplitMix64, kind: Kind, slot: usize) -> Plan {
     let mut plan = Plan {
         kind,
         slot,
