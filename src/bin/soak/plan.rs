@@ -109,9 +109,9 @@ pub struct Plan {
     pub bystander: bool,
 }
 
-/// Draws `runs` runs over the given context slots (slot index and language). Every kind runs
-/// at least once in every language (when `runs` allows), so a short soak covers them all; the
-/// rest is drawn by weight, and the whole list is shuffled.
+/// Draws `runs` runs over the given context slots (slot index and language). First every kind
+/// once in every language (in random order), so that even a soak cut short by `--max-secs`
+/// covers them all; then the weighted mix.
 pub fn make(seed: u64, runs: usize, slots: &[(usize, Lang)]) -> Vec<Plan> {
     let mut rng = SplitMix64::new(seed);
     let mut langs: Vec<Lang> = slots.iter().map(|(_, l)| *l).collect();
@@ -131,14 +131,19 @@ pub fn make(seed: u64, runs: usize, slots: &[(usize, Lang)]) -> Vec<Plan> {
             plans.push(params(&mut rng, *kind, slot));
         }
     }
+    shuffle(&mut rng, &mut plans);
     plans.truncate(runs);
     while plans.len() < runs {
         plans.push(draw(&mut rng, slots));
     }
+    plans
+}
+
+/// Fisher-Yates.
+fn shuffle(rng: &mut SplitMix64, plans: &mut [Plan]) {
     for i in (1..plans.len()).rev() {
         plans.swap(i, rng.range(0, i as u64) as usize);
     }
-    plans
 }
 
 fn draw(rng: &mut SplitMix64, slots: &[(usize, Lang)]) -> Plan {
