@@ -30,7 +30,7 @@ pub struct KindStats {
 pub struct StateStats {
     pub checks: usize,
     pub kept: usize,
-    /// State lost, and the fault run, a bystander or the follow-up said `ContextRestarting`.
+    /// State lost, and the fault run or the follow-up said `ContextRestarting`.
     pub lost_reported: usize,
     /// State lost without a word.
     pub lost_silent: usize,
