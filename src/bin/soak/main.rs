@@ -279,6 +279,8 @@ async fn soak(
     }
     progress.abort();
     let rss_after_kb = rss();
+    // The same scan while the contexts still live shows that it finds their kernels.
+    let kernels_live = runner.leftovers(Duration::ZERO).await.map(|(l, _)| l.len());
     runner.close_all().await;
     let leftovers = runner.leftovers(Duration::from_secs(15)).await;
     let summary = report::Summary {
@@ -291,6 +293,7 @@ async fn soak(
         rss_after_kb,
         rss_deleted_kb: rss(),
         leftovers,
+        kernels_live,
     };
     Ok(report::print(&runner.take_stats(), &summary))
 }

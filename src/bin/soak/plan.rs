@@ -203,3 +203,28 @@ fn big(rng: &mut SplitMix64, plan: &mut Plan, lo: u64, hi: u64) {
     plan.width = rng.range(60, 200) as usize;
     plan.n = bytes / (plan.width + 10);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_plan_and_every_kind_in_every_language_first() {
+        let slots = [(0, Lang::Python), (1, Lang::Python), (2, Lang::Bash)];
+        let a = make(5, 40, &slots);
+        let b = make(5, 40, &slots);
+        let key = |p: &Plan| (p.kind, p.slot, p.n, p.width, p.delay_ms);
+        assert_eq!(
+            a.iter().map(key).collect::<Vec<_>>(),
+            b.iter().map(key).collect::<Vec<_>>()
+        );
+        // 11 kinds in Python, 8 in bash (no awaiting cells): all among the first 19.
+        let lang = |p: &Plan| slots[p.slot].1;
+        let first: std::collections::HashSet<_> =
+            a[..19].iter().map(|p| (p.kind, lang(p))).collect();
+        assert_eq!(first.len(), 19);
+        assert!(a
+            .iter()
+            .all(|p| !(p.kind.awaiting() && lang(p) == Lang::Bash)));
+    }
+}

@@ -104,6 +104,8 @@ pub struct Summary {
     /// Processes left and the number of kernel groups watched; `None`: the agent's processes
     /// could not be watched (remote agent).
     pub leftovers: Option<(Vec<Stat>, usize)>,
+    /// What the same scan found before the contexts were deleted (it must find their kernels).
+    pub kernels_live: Option<usize>,
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -228,6 +230,9 @@ fn print_summary(stats: &Stats, s: &Summary) -> bool {
             verdict(n == 0)
         ),
         None => println!("| kernel processes left after deleting all contexts | not watched (agent pid unknown) | 0 | |"),
+    }
+    if let Some(n) = s.kernels_live {
+        println!("| kernel processes the same scan found before deleting the contexts | {n} | | |");
     }
     println!(
         "| contexts replaced after a hang | {} | | |",
