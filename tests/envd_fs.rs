@@ -202,11 +202,40 @@ async fn stat_answers_proto3_json() {
     assert!(entry.get("symlinkTarget").is_none(), "defaults are omitted");
     assert!(entry.get("metadata").is_none());
 
+    // A symlink is typed by its target (type and mode, as envd does), shown by its target's
+    // resolved path, and otherwise described as itself (name, permissions, size).
     std::os::unix::fs::symlink("f.txt", dir.join("link")).expect("symlink");
     let (_, body) = unary("Stat", json!({"path": s(&dir.join("link"))})).await;
-    assert_eq!(body["entry"]["type"], "FILE_TYPE_SYMLINK");
+    assert_eq!(body["entry"]["type"], "FILE_TYPE_FILE");
+    assert_eq!(body["entry"]["mode"], 0o644);
     assert_eq!(body["entry"]["symlinkTarget"], s(&dir.join("f.txt")));
     assert_eq!(body["entry"]["permissions"], "Lrwxrwxrwx");
+    assert_eq!(body["entry"]["name"], "link");
+    assert_eq!(
+        body["entry"]["size"], "5",
+        "the link's own size: len(\"f.txt\")"
+    );
+    // Through a chain, the target is resolved all the way.
+    std::fs::create_dir(dir.join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink("sub", dir.join("dirlink")).expect("symlink");
+    std::os::unix::fs::symlink("dirlink", dir.join("chain")).expect("symlink");
+    let (_, body) = unary("Stat", json!({"path": s(&dir.join("chain"))})).await;
+    assert_eq!(body["entry"]["type"], "FILE_TYPE_DIRECTORY");
+    assert_eq!(body["entry"]["symlinkTarget"], s(&dir.join("sub")));
+    // A dangling link has no type and no mode, and names where it points.
+    std::os::unix::fs::symlink("gone", dir.join("dangling")).expect("symlink");
+    let (status, body) = unary("Stat", json!({"path": s(&dir.join("dangling"))})).await;
+    assert_eq!(status, 200);
+    assert!(
+        body["entry"].get("type").is_none(),
+        "FILE_TYPE_UNSPECIFIED is omitted"
+    );
+    assert!(body["entry"].get("mode").is_none(), "mode 0 is omitted");
+    assert_eq!(body["entry"]["symlinkTarget"], s(&dir.join("gone")));
+    for name in ["sub", "dirlink", "chain", "dangling"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir.join("sub"));
 
     // Through the interpreter's listener, by the E2b-Sandbox-Port header.
     let res = client()
@@ -348,6 +377,15 @@ async fn make_dir_move_list_and_remove() {
             s(&dir.join("a/file.txt")),
         ],
         "symlinks are listed, not followed"
+    );
+    let looped = all["entries"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "loop"))
+        .expect("the loop entry");
+    assert_eq!(
+        (looped["type"].clone(), looped["symlinkTarget"].clone()),
+        (json!("FILE_TYPE_DIRECTORY"), json!(s(&dir.join("a")))),
+        "a symlink to a directory is typed as one"
     );
     let (_, empty) = unary("ListDir", json!({"path": s(&deep)})).await;
     assert_eq!(empty, json!({}), "an empty list is omitted");

@@ -1,7 +1,8 @@
-//! `EntryInfo` from a path, the way envd fills it in (Go's `os.Lstat`): symlinks are reported as
-//! themselves, with the absolute path they point to; `mode` is the permission bits and
-//! `permissions` Go's `FileMode.String()`; owner and group are names; `metadata` holds the
-//! `user.e2b.*` extended attributes without their prefix.
+//! `EntryInfo` from a path, the way envd fills it in: the entry itself is `lstat`ed (name, size,
+//! `permissions` as Go's `FileMode.String()`, owner and group names, times, and `metadata`, the
+//! `user.e2b.*` extended attributes without their prefix), but a symlink is typed by what it
+//! points to: `type` and `mode` are its target's, and `symlink_target` is the target's fully
+//! resolved absolute path. A dangling link has no type (`FILE_TYPE_UNSPECIFIED`) and mode 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString};
@@ -44,26 +45,16 @@ impl Names {
     }
 }
 
-/// The entry at `path` (not following a final symlink).
+/// The entry at `path`: the entry itself, not what a final symlink points to, except for `type`
+/// and `mode` (see the module's doc). A symlink always has a `symlink_target`.
 pub fn entry_info(path: &Path, names: &mut Names) -> io::Result<EntryInfo> {
     let meta = std::fs::symlink_metadata(path)?;
     let ft = meta.file_type();
-    let file_type = if ft.is_symlink() {
-        FileType::Symlink
-    } else if ft.is_dir() {
-        FileType::Directory
-    } else if ft.is_file() {
-        FileType::File
+    let (file_type, mode, symlink_target) = if ft.is_symlink() {
+        let (file_type, mode, target) = symlink_kind(path);
+        (file_type, mode, Some(target.to_string_lossy().into_owned()))
     } else {
-        FileType::Unspecified
-    };
-    let symlink_target = if ft.is_symlink() {
-        std::fs::read_link(path).ok().map(|target| {
-            let parent = path.parent().unwrap_or(Path::new("/"));
-            clean(&parent.join(target)).to_string_lossy().into_owned()
-        })
-    } else {
-        None
+        (kind(ft), meta.mode() & 0o777, None)
     };
     let name = match path.file_name() {
         Some(name) => name.to_string_lossy().into_owned(),
@@ -74,7 +65,7 @@ pub fn entry_info(path: &Path, names: &mut Names) -> io::Result<EntryInfo> {
         file_type,
         path: path.to_string_lossy().into_owned(),
         size: i64::try_from(meta.size()).unwrap_or(i64::MAX),
-        mode: meta.mode() & 0o777,
+        mode,
         permissions: go_mode_string(meta.mode()),
         owner: names.user(meta.uid()),
         group: names.group(meta.gid()),
@@ -82,6 +73,33 @@ pub fn entry_info(path: &Path, names: &mut Names) -> io::Result<EntryInfo> {
         symlink_target,
         metadata: metadata(path),
     })
+}
+
+fn kind(ft: std::fs::FileType) -> FileType {
+    if ft.is_dir() {
+        FileType::Directory
+    } else if ft.is_file() {
+        FileType::File
+    } else {
+        FileType::Unspecified
+    }
+}
+
+/// What the symlink at `path` stands for: its target's type and permission bits, and the
+/// target's absolute path with every symlink resolved. A dangling link (or a loop) is
+/// `Unspecified` with mode 0 and the absolute path it names.
+fn symlink_kind(path: &Path) -> (FileType, u32, PathBuf) {
+    if let Ok(resolved) = std::fs::canonicalize(path) {
+        if let Ok(target) = std::fs::metadata(&resolved) {
+            return (kind(target.file_type()), target.mode() & 0o777, resolved);
+        }
+    }
+    let named = match std::fs::read_link(path) {
+        Ok(target) => clean(&path.parent().unwrap_or(Path::new("/")).join(target)),
+        // Replaced between the two calls: nothing better to name.
+        Err(_) => path.to_path_buf(),
+    };
+    (FileType::Unspecified, 0, named)
 }
 
 /// Go's `FileMode.String()` for a Unix `st_mode`: type and special letters (`d`, `L`, `D`, `p`,
@@ -237,7 +255,9 @@ fn walk(dir: &Path, depth: u32, names: &mut Names, out: &mut Vec<EntryInfo>) -> 
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let descend = depth > 1 && entry.file_type == FileType::Directory;
+        // A symlink to a directory is typed as one but never followed.
+        let descend =
+            depth > 1 && entry.file_type == FileType::Directory && entry.symlink_target.is_none();
         out.push(entry);
         if descend {
             match walk(&child, depth - 1, names, out) {

@@ -9,8 +9,9 @@ use crate::envd::connect::Keepalive;
 use crate::proto_enum;
 
 proto_enum! {
-    /// What an entry is. Symlinks are `Symlink` (not their target's type), as envd 0.6.13 and
-    /// both SDKs' mappings expect.
+    /// What an entry is. envd types a symlink by its target (`File`, `Directory`, or
+    /// `Unspecified` when it dangles) and tells it apart by `symlink_target`; `Symlink` is in the
+    /// protocol (and both SDKs map it) but envd never sends it, and neither does kernelbox.
     pub enum FileType {
         Unspecified = 0 => "FILE_TYPE_UNSPECIFIED",
         File = 1 => "FILE_TYPE_FILE",

@@ -25,7 +25,8 @@ test('list, exists and getInfo', async () => {
   const entries = await sbx.files.list(dir)
   assert.deepEqual(
     entries.map((e) => [e.name, e.type]),
-    [['a_dir', 'dir'], ['b.txt', 'file'], ['link', 'symlink']],
+    // envd types a symlink by its target, and tells it apart by symlinkTarget.
+    [['a_dir', 'dir'], ['b.txt', 'file'], ['link', 'file']],
   )
   const deep = await sbx.files.list(dir, { depth: 2 })
   assert.deepEqual(
@@ -42,7 +43,10 @@ test('list, exists and getInfo', async () => {
   assert.ok(info.owner && info.group)
   assert.ok(Math.abs(info.modifiedTime.getTime() - statSync(join(dir, 'b.txt')).mtimeMs) < 1000)
   assert.equal(info.symlinkTarget, undefined)
-  assert.equal((await sbx.files.getInfo(join(dir, 'link'))).symlinkTarget, join(dir, 'b.txt'))
+  const link = await sbx.files.getInfo(join(dir, 'link'))
+  assert.equal(link.type, 'file')
+  assert.equal(link.mode, 0o644)
+  assert.equal(link.symlinkTarget, join(dir, 'b.txt'))
 
   assert.equal(await sbx.files.exists(join(dir, 'b.txt')), true)
   assert.equal(await sbx.files.exists(join(dir, 'missing')), false)

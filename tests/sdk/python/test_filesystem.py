@@ -32,7 +32,8 @@ def test_list_exists_and_get_info(sandbox, tmp_path):
     assert [(e.name, e.type) for e in entries] == [
         ("a_dir", FileType.DIR),
         ("b.txt", FileType.FILE),
-        ("link", FileType.SYMLINK),
+        # envd types a symlink by its target, and tells it apart by symlink_target.
+        ("link", FileType.FILE),
     ]
     deep = sandbox.files.list(str(tmp_path), depth=2)
     assert [e.path for e in deep] == [
@@ -54,7 +55,9 @@ def test_list_exists_and_get_info(sandbox, tmp_path):
     assert info.symlink_target is None
 
     link = sandbox.files.get_info(str(tmp_path / "link"))
-    assert link.type == FileType.SYMLINK
+    assert link.type == FileType.FILE
+    assert link.mode == 0o644, "the target's mode"
+    assert link.permissions.startswith("L"), "the link's own permissions"
     assert link.symlink_target == str(tmp_path / "b.txt")
 
     d = sandbox.files.get_info(str(tmp_path / "a_dir"))
