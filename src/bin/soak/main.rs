@@ -135,6 +135,8 @@ impl AgentProc {
             "127.0.0.1",
             "--port",
             "0",
+            "--envd-port",
+            "0",
             "--default-languages",
             "",
         ])
