@@ -328,13 +328,14 @@ impl Writer {
         self.bytes_always(number, &inner.buf);
     }
 
-    /// `map<string, string>`: one entry message (`key` = 1, `value` = 2) per pair.
+    /// `map<string, string>`: one entry message (`key` = 1, `value` = 2) per pair, in key order.
+    /// Both fields are always written, as the reference runtimes do.
     pub fn string_map(&mut self, number: u32, map: &BTreeMap<String, String>) {
         for (k, v) in map {
-            let mut entry = Writer::default();
-            entry.string(1, k);
-            entry.string(2, v);
-            self.bytes_always(number, &entry.buf);
+            self.nested(number, |entry| {
+                entry.string_always(1, k);
+                entry.string_always(2, v);
+            });
         }
     }
 }
@@ -496,6 +497,7 @@ mod tests {
         w.string_map(7, &map);
         let bytes = w.into_bytes();
         assert_eq!(&bytes[..8], [0x3a, 6, 0x0a, 1, b'a', 0x12, 1, b'1']);
+        assert_eq!(&bytes[8..], [0x3a, 5, 0x0a, 1, b'b', 0x12, 0]);
         let mut back = BTreeMap::new();
         for field in fields(&bytes) {
             let (n, v) = field.expect("valid");

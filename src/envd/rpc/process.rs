@@ -272,8 +272,11 @@ impl Message for ProcessConfig {
 }
 
 impl Message for Pty {
+    /// An all-zero size is left out: the Rust type cannot tell it from an unset one.
     fn encode(&self, w: &mut Writer) {
-        w.message(1, &self.size);
+        if self.size != PtySize::default() {
+            w.message(1, &self.size);
+        }
     }
 
     fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
