@@ -321,11 +321,12 @@ async fn bad_requests_get_connect_errors() {
     .await;
     assert_eq!(status, 200);
 
-    // The binary codec is not served; an unknown method is 404.
+    // gRPC is not served (the binary Connect codec is: tests/envd_proto.rs); an unknown method
+    // is 404.
     let res = client()
         .post(format!("{}/filesystem.Filesystem/Stat", agent().envd_url))
-        .header("content-type", "application/proto")
-        .body(vec![0x0a, 0x01, b'/'])
+        .header("content-type", "application/grpc")
+        .body(vec![0, 0, 0, 0, 3, 0x0a, 0x01, b'/'])
         .send()
         .await
         .expect("request");

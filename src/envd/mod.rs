@@ -6,8 +6,9 @@
 //!   `metrics`: `/metrics`;
 //! - `files`: plain HTTP `GET`/`POST /files` (download, upload, signed URLs);
 //! - `error`: Connect error codes and the one place envd errors become HTTP;
-//! - `connect`: the Connect RPC protocol (JSON codec): unary, server- and client-stream handlers
-//!   for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping for serde messages;
+//! - `connect`: the Connect RPC protocol (JSON and binary protobuf codecs): unary, server- and
+//!   client-stream handlers for axum, envelopes, deadlines, keepalives, the proto3 JSON mapping
+//!   for serde messages and the protobuf wire format;
 //! - `rpc`: the services' request and response messages, one file per protobuf package;
 //! - `filesystem`: the `filesystem.Filesystem` service (stat, list, make, move, remove, watch);
 //! - `process`: commands and terminals (`process.Process`).

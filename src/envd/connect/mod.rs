@@ -1,5 +1,5 @@
-//! The Connect RPC protocol (connectrpc.com/docs/protocol) on axum, JSON codec: what envd's
-//! services speak on port 49983 (envd-api.md §3).
+//! The Connect RPC protocol (connectrpc.com/docs/protocol) on axum, with the JSON and the binary
+//! protobuf codecs: what envd's services speak on port 49983 (envd-api.md §3).
 //!
 //! # Why hand-written
 //!
@@ -13,15 +13,23 @@
 //! - the envd specifics (keepalive events, a deadline that ends streams, `StreamInput`'s one
 //!   message before end-stream, `Start`'s deadline bounding a process) need our own code anyway.
 //!
-//! Both official SDKs use only the JSON codec (`connect+json`), so this module implements exactly
-//! that in a few hundred lines, with messages as plain serde structs (see [`json`] for the
-//! mapping rules). No protobuf crate is involved. Cost: the binary codec (`application/proto`,
-//! `connect+proto`), gRPC and gRPC-Web are not served (they answer 415); a third-party client
-//! needing them would bring in prost behind this same API.
+//! Both official SDKs use only the JSON codec (`connect+json`); other Connect clients default to
+//! the binary one. So each message is one plain Rust type with two codecs: serde for JSON (see
+//! [`json`] for the mapping rules) and a hand-written [`proto::Message`] impl for the binary
+//! format (see [`proto`]). No protobuf crate is involved. gRPC and gRPC-Web are not served
+//! (they answer 415).
+//!
+//! # Codecs
+//!
+//! The request's content type picks the [`Codec`] (`application/json` or `application/proto`
+//! for unary calls, `application/connect+json` or `application/connect+proto` for streams) and
+//! the response uses the same one. Handlers never see it. Whatever the codec, unary errors are
+//! JSON bodies and the end-stream envelope is JSON, as the protocol prescribes.
 //!
 //! # How to add a service
 //!
-//! One file of messages under `envd::rpc`, one module with handlers, and routes:
+//! One file of messages under `envd::rpc` (each a serde type that also implements
+//! [`proto::Message`]), one module with handlers, and routes:
 //!
 //! ```ignore
 //! use crate::envd::connect::{self, Call};
@@ -46,12 +54,14 @@
 //! - Server-stream responses implement [`Keepalive`]: the message sent after
 //!   `Keepalive-Ping-Interval` seconds (default 90) without any other message.
 //! - Errors: `Err(EnvdError)` becomes a unary error (status from [`Code`]) or the end-stream
-//!   error (HTTP 200). Bad content types answer 415; bad JSON or envelopes `invalid_argument`.
+//!   error (HTTP 200). Bad content types answer 415; bad messages or envelopes
+//!   `invalid_argument`.
 //! - The response stream is dropped when the client goes away: tie resources (watchers,
 //!   subscriptions) to its `Drop`.
 
 pub mod envelope;
 pub mod json;
+pub mod proto;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,11 +80,16 @@ use serde::Serialize;
 
 use crate::envd::{Code, EnvdError};
 use envelope::{Decoder, FLAG_END_STREAM};
+use proto::Message;
 
 /// Content type of unary JSON calls.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// Content type of streaming JSON calls.
 pub const CONTENT_TYPE_STREAM_JSON: &str = "application/connect+json";
+/// Content type of unary binary protobuf calls.
+pub const CONTENT_TYPE_PROTO: &str = "application/proto";
+/// Content type of streaming binary protobuf calls.
+pub const CONTENT_TYPE_STREAM_PROTO: &str = "application/connect+proto";
 /// Largest request message accepted (connect-go has no default limit; this one only stops a bad
 /// length prefix or body from exhausting memory).
 pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
@@ -166,25 +181,84 @@ pub trait Keepalive {
     fn keepalive() -> Self;
 }
 
+/// How messages are written: chosen by the request's content type, and the response uses the same
+/// one. Only message bodies differ: envelopes, unary errors and the end-stream envelope are JSON
+/// under both codecs, as the Connect protocol prescribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Proto,
+}
+
+impl Codec {
+    /// The codec a unary content type names (`application/json`, `application/proto`).
+    fn unary(content_type: &str) -> Option<Codec> {
+        match content_type {
+            t if t.eq_ignore_ascii_case(CONTENT_TYPE_JSON) => Some(Codec::Json),
+            t if t.eq_ignore_ascii_case(CONTENT_TYPE_PROTO) => Some(Codec::Proto),
+            _ => None,
+        }
+    }
+
+    /// The codec a streaming content type names (`application/connect+json`, `…+proto`).
+    fn stream(content_type: &str) -> Option<Codec> {
+        match content_type {
+            t if t.eq_ignore_ascii_case(CONTENT_TYPE_STREAM_JSON) => Some(Codec::Json),
+            t if t.eq_ignore_ascii_case(CONTENT_TYPE_STREAM_PROTO) => Some(Codec::Proto),
+            _ => None,
+        }
+    }
+
+    fn unary_content_type(self) -> &'static str {
+        match self {
+            Codec::Json => CONTENT_TYPE_JSON,
+            Codec::Proto => CONTENT_TYPE_PROTO,
+        }
+    }
+
+    fn stream_content_type(self) -> &'static str {
+        match self {
+            Codec::Json => CONTENT_TYPE_STREAM_JSON,
+            Codec::Proto => CONTENT_TYPE_STREAM_PROTO,
+        }
+    }
+
+    /// Decodes one message; an empty body is the empty message under both codecs.
+    pub fn decode<T: DeserializeOwned + Message>(self, bytes: &[u8]) -> Result<T, EnvdError> {
+        match self {
+            Codec::Json => decode(bytes),
+            Codec::Proto => Ok(T::decode(bytes)?),
+        }
+    }
+
+    pub fn encode<T: Serialize + Message>(self, message: &T) -> Result<Bytes, EnvdError> {
+        match self {
+            Codec::Json => encode(message),
+            Codec::Proto => Ok(Bytes::from(message.to_bytes())),
+        }
+    }
+}
+
 /// The request messages of a client stream, decoded as they arrive. Ends when the client closes
 /// its side; yields an error (and then ends) on a bad envelope or message.
 pub type Messages<Req> = Pin<Box<dyn Stream<Item = Result<Req, EnvdError>> + Send>>;
 
-/// A unary call: `POST` with `application/json`, answered with the response message or an error
-/// status and `{"code","message"}`.
+/// A unary call: `POST` with `application/json` or `application/proto`, answered with the
+/// response message in the same codec, or an error status and a JSON `{"code","message"}`.
 pub fn unary<S, Req, Res, F, Fut>(handler: F) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Res: Serialize + Send + 'static,
+    Req: DeserializeOwned + Message + Send + 'static,
+    Res: Serialize + Message + Send + 'static,
     F: Fn(S, Call, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Res, EnvdError>> + Send + 'static,
 {
     post(
         move |State(state): State<S>, headers: HeaderMap, body: Body| async move {
-            if let Err(response) = check_content_type(&headers, CONTENT_TYPE_JSON) {
-                return response;
-            }
+            let codec = match codec_of(&headers, Codec::unary, UNARY_TYPES) {
+                Ok(codec) => codec,
+                Err(response) => return response,
+            };
             let call = match Call::from_headers(headers) {
                 Ok(call) => call,
                 Err(e) => return e.into_response(),
@@ -192,17 +266,18 @@ where
             let timeout = call.timeout();
             let work = async move {
                 let bytes = read_body(body).await?;
-                let request = decode::<Req>(&bytes)?;
+                let request = codec.decode::<Req>(&bytes)?;
                 let response = handler(state, call, request).await?;
-                encode(&response)
+                codec.encode(&response)
             };
             match with_deadline(timeout, work).await {
                 Ok(bytes) => (
                     StatusCode::OK,
-                    [(header::CONTENT_TYPE, CONTENT_TYPE_JSON)],
+                    [(header::CONTENT_TYPE, codec.unary_content_type())],
                     bytes,
                 )
                     .into_response(),
+                // Unary errors are JSON under every codec (the Connect protocol says so).
                 Err(e) => e.into_response(),
             }
         },
@@ -214,26 +289,27 @@ where
 pub fn server_stream<S, Req, Res, F, Fut, St>(handler: F) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Res: Serialize + Keepalive + Send + 'static,
+    Req: DeserializeOwned + Message + Send + 'static,
+    Res: Serialize + Message + Keepalive + Send + 'static,
     F: Fn(S, Call, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<St, EnvdError>> + Send + 'static,
     St: Stream<Item = Result<Res, EnvdError>> + Send + 'static,
 {
     post(
         move |State(state): State<S>, headers: HeaderMap, body: Body| async move {
-            if let Err(response) = check_content_type(&headers, CONTENT_TYPE_STREAM_JSON) {
-                return response;
-            }
+            let codec = match codec_of(&headers, Codec::stream, STREAM_TYPES) {
+                Ok(codec) => codec,
+                Err(response) => return response,
+            };
             let call = match Call::from_headers(headers) {
                 Ok(call) => call,
-                Err(e) => return stream_response(Body::from(end_stream(Some(&e)))),
+                Err(e) => return stream_response(codec, Body::from(end_stream(Some(&e)))),
             };
             let deadline = call.timeout().map(|t| tokio::time::Instant::now() + t);
             let keepalive = call.keepalive();
             let start = async move {
                 let bytes = read_body(body).await?;
-                let request = single_message::<Req>(&bytes)?;
+                let request = single_message::<Req>(codec, &bytes)?;
                 handler(state, call, request).await
             };
             let started = match deadline {
@@ -243,12 +319,11 @@ where
                 None => start.await,
             };
             match started {
-                Ok(messages) => stream_response(Body::from_stream(pump(
-                    Box::pin(messages),
-                    keepalive,
-                    deadline,
-                ))),
-                Err(e) => stream_response(Body::from(end_stream(Some(&e)))),
+                Ok(messages) => stream_response(
+                    codec,
+                    Body::from_stream(pump(codec, Box::pin(messages), keepalive, deadline)),
+                ),
+                Err(e) => stream_response(codec, Body::from(end_stream(Some(&e)))),
             }
         },
     )
@@ -260,23 +335,24 @@ where
 pub fn client_stream<S, Req, Res, F, Fut>(handler: F) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Res: Serialize + Send + 'static,
+    Req: DeserializeOwned + Message + Send + 'static,
+    Res: Serialize + Message + Send + 'static,
     F: Fn(S, Call, Messages<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Res, EnvdError>> + Send + 'static,
 {
     post(
         move |State(state): State<S>, headers: HeaderMap, body: Body| async move {
-            if let Err(response) = check_content_type(&headers, CONTENT_TYPE_STREAM_JSON) {
-                return response;
-            }
+            let codec = match codec_of(&headers, Codec::stream, STREAM_TYPES) {
+                Ok(codec) => codec,
+                Err(response) => return response,
+            };
             let call = match Call::from_headers(headers) {
                 Ok(call) => call,
-                Err(e) => return stream_response(Body::from(end_stream(Some(&e)))),
+                Err(e) => return stream_response(codec, Body::from(end_stream(Some(&e)))),
             };
             let timeout = call.timeout();
-            let messages = request_messages::<Req>(body);
-            let work = async move { encode(&handler(state, call, messages).await?) };
+            let messages = request_messages::<Req>(codec, body);
+            let work = async move { codec.encode(&handler(state, call, messages).await?) };
             let out = match with_deadline(timeout, work).await {
                 Ok(message) => {
                     let mut out = envelope::encode(0, &message).to_vec();
@@ -285,13 +361,16 @@ where
                 }
                 Err(e) => end_stream(Some(&e)).to_vec(),
             };
-            stream_response(Body::from(out))
+            stream_response(codec, Body::from(out))
         },
     )
 }
 
 /// Decodes a client stream's body into messages, envelope by envelope.
-pub fn request_messages<Req: DeserializeOwned + Send + 'static>(body: Body) -> Messages<Req> {
+pub fn request_messages<Req>(codec: Codec, body: Body) -> Messages<Req>
+where
+    Req: DeserializeOwned + Message + Send + 'static,
+{
     struct St {
         body: axum::body::BodyDataStream,
         decoder: Decoder,
@@ -302,55 +381,59 @@ pub fn request_messages<Req: DeserializeOwned + Send + 'static>(body: Body) -> M
         decoder: Decoder::new(MAX_MESSAGE_BYTES),
         done: false,
     };
-    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        loop {
-            match st.decoder.next_envelope() {
-                Ok(Some(env)) if env.is_end_stream() => {
-                    st.done = true;
-                    let e = EnvdError::invalid_argument(
-                        "protocol error: end-stream envelope in a request",
-                    );
-                    return Some((Err(e), st));
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                match st.decoder.next_envelope() {
+                    Ok(Some(env)) if env.is_end_stream() => {
+                        st.done = true;
+                        let e = EnvdError::invalid_argument(
+                            "protocol error: end-stream envelope in a request",
+                        );
+                        return Some((Err(e), st));
+                    }
+                    Ok(Some(env)) => {
+                        let message = codec.decode::<Req>(&env.data);
+                        st.done = message.is_err();
+                        return Some((message, st));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
                 }
-                Ok(Some(env)) => {
-                    let message = decode::<Req>(&env.data);
-                    st.done = message.is_err();
-                    return Some((message, st));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    st.done = true;
-                    return Some((Err(e), st));
+                match st.body.next().await {
+                    Some(Ok(chunk)) => st.decoder.push(&chunk),
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let e = EnvdError::new(Code::Canceled, format!("reading the request: {e}"));
+                        return Some((Err(e), st));
+                    }
+                    None => {
+                        st.done = true;
+                        return st.decoder.finish().err().map(|e| (Err(e), st));
+                    }
                 }
             }
-            match st.body.next().await {
-                Some(Ok(chunk)) => st.decoder.push(&chunk),
-                Some(Err(e)) => {
-                    st.done = true;
-                    let e = EnvdError::new(Code::Canceled, format!("reading the request: {e}"));
-                    return Some((Err(e), st));
-                }
-                None => {
-                    st.done = true;
-                    return st.decoder.finish().err().map(|e| (Err(e), st));
-                }
-            }
-        }
-    }))
+        },
+    ))
 }
 
 /// The response body of a server stream: messages, keepalives when idle, and the end-stream
 /// envelope at the end, on the first error or at the deadline.
 fn pump<Res, St>(
+    codec: Codec,
     messages: Pin<Box<St>>,
     keepalive: Duration,
     deadline: Option<tokio::time::Instant>,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send
 where
-    Res: Serialize + Keepalive + Send + 'static,
+    Res: Serialize + Message + Keepalive + Send + 'static,
     St: Stream<Item = Result<Res, EnvdError>> + Send + 'static,
 {
     struct Pump<St> {
@@ -367,7 +450,7 @@ where
         deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
         done: false,
     };
-    futures_util::stream::unfold(state, |mut st| async move {
+    futures_util::stream::unfold(state, move |mut st| async move {
         if st.done {
             return None;
         }
@@ -380,16 +463,16 @@ where
         let frame = tokio::select! {
             biased;
             next = st.messages.next() => match next {
-                Some(Ok(message)) => match encode(&message) {
-                    Ok(json) => Ok(envelope::encode(0, &json)),
+                Some(Ok(message)) => match codec.encode(&message) {
+                    Ok(data) => Ok(envelope::encode(0, &data)),
                     Err(e) => Err(Some(e)),
                 },
                 Some(Err(e)) => Err(Some(e)),
                 None => Err(None),
             },
             () = deadline => Err(Some(deadline_exceeded())),
-            () = st.idle.as_mut() => encode(&Res::keepalive())
-                .map(|json| envelope::encode(0, &json))
+            () = st.idle.as_mut() => codec.encode(&Res::keepalive())
+                .map(|data| envelope::encode(0, &data))
                 .map_err(Some),
         };
         let bytes = match frame {
@@ -440,32 +523,41 @@ async fn with_deadline<T>(
     }
 }
 
-fn stream_response(body: Body) -> Response {
+fn stream_response(codec: Codec, body: Body) -> Response {
     let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE_STREAM_JSON),
+        HeaderValue::from_static(codec.stream_content_type()),
     );
     response
 }
 
-/// Refuses a codec other than `expected` (415, as connect-go: the binary codec, gRPC, gRPC-Web).
+/// What a unary call's `Accept-Post` lists on a 415.
+const UNARY_TYPES: &str = "application/json, application/proto";
+/// What a streaming call's `Accept-Post` lists on a 415.
+const STREAM_TYPES: &str = "application/connect+json, application/connect+proto";
+
+/// The codec of the request's content type (`parse` is [`Codec::unary`] or [`Codec::stream`]);
+/// anything else is 415, as connect-go answers for gRPC, gRPC-Web or a unary type on a stream.
 #[allow(clippy::result_large_err)]
-fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), Response> {
+fn codec_of(
+    headers: &HeaderMap,
+    parse: fn(&str) -> Option<Codec>,
+    accepted: &'static str,
+) -> Result<Codec, Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if essence.eq_ignore_ascii_case(expected) {
-        return Ok(());
-    }
-    Err((
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        [("accept-post", expected)],
-        format!("unsupported content type {content_type:?}; this server speaks {expected}"),
-    )
-        .into_response())
+    parse(essence).ok_or_else(|| {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [("accept-post", accepted)],
+            format!("unsupported content type {content_type:?}; this server speaks {accepted}"),
+        )
+            .into_response()
+    })
 }
 
 async fn read_body(body: Body) -> Result<Bytes, EnvdError> {
@@ -492,7 +584,10 @@ fn encode<T: Serialize>(message: &T) -> Result<Bytes, EnvdError> {
 }
 
 /// The one message of a server-stream request body.
-fn single_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EnvdError> {
+fn single_message<T: DeserializeOwned + Message>(
+    codec: Codec,
+    bytes: &[u8],
+) -> Result<T, EnvdError> {
     let mut decoder = Decoder::new(MAX_MESSAGE_BYTES);
     decoder.push(bytes);
     let first = decoder.next_envelope()?.ok_or_else(|| {
@@ -504,7 +599,7 @@ fn single_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EnvdError> {
         ));
     }
     decoder.finish()?;
-    decode(&first.data)
+    codec.decode(&first.data)
 }
 
 #[cfg(test)]
@@ -514,7 +609,7 @@ mod tests {
     use serde::Deserialize;
     use tower::ServiceExt;
 
-    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
     #[serde(rename_all = "camelCase", default)]
     struct Num {
         #[serde(
@@ -524,6 +619,26 @@ mod tests {
         value: i64,
         #[serde(skip_serializing_if = "json::is_default")]
         keepalive: bool,
+    }
+
+    /// `value` = 1 (int64), `keepalive` = 2 (bool).
+    impl Message for Num {
+        fn encode(&self, w: &mut proto::Writer) {
+            w.int64(1, self.value);
+            w.bool(2, self.keepalive);
+        }
+
+        fn decode(buf: &[u8]) -> Result<Num, proto::DecodeError> {
+            let mut m = Num::default();
+            for field in proto::fields(buf) {
+                match field? {
+                    (1, v) => m.value = v.int64()?,
+                    (2, v) => m.keepalive = v.bool()?,
+                    _ => {}
+                }
+            }
+            Ok(m)
+        }
     }
 
     impl Keepalive for Num {
@@ -655,8 +770,10 @@ mod tests {
         let (status, body) = call("/t.T/Double", "application/json", &[], b"{nope".to_vec()).await;
         assert_eq!(status, 400);
         assert!(String::from_utf8_lossy(&body).contains("invalid_argument"));
-        let (status, _) = call("/t.T/Double", "application/proto", &[], vec![]).await;
+        let (status, _) = call("/t.T/Double", "application/grpc", &[], vec![]).await;
         assert_eq!(status, 415);
+        let (status, _) = call("/t.T/Double", CONTENT_TYPE_STREAM_PROTO, &[], vec![]).await;
+        assert_eq!(status, 415, "a streaming type on a unary method");
         let slow = call(
             "/t.T/Sleep",
             "application/json",
@@ -757,6 +874,88 @@ mod tests {
         let truncated = env(r#"{"value":1}"#)[..7].to_vec();
         let got = envelopes(&call("/t.T/Sum", ct, &[], truncated).await.1);
         assert_eq!(got[0].1["error"]["code"], "invalid_argument");
+    }
+
+    fn num(value: i64) -> Num {
+        Num {
+            value,
+            keepalive: false,
+        }
+    }
+
+    fn proto_env(n: &Num) -> Vec<u8> {
+        envelope::encode(0, &n.to_bytes()).to_vec()
+    }
+
+    /// Splits a `connect+proto` body into data messages and the JSON end-stream message.
+    fn proto_envelopes(mut body: &[u8]) -> (Vec<Num>, serde_json::Value) {
+        let mut messages = Vec::new();
+        loop {
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            let (flags, data) = (body[0], &body[5..5 + len]);
+            body = &body[5 + len..];
+            if flags == FLAG_END_STREAM {
+                assert!(body.is_empty());
+                return (messages, serde_json::from_slice(data).expect("json"));
+            }
+            messages.push(Num::decode(data).expect("proto"));
+        }
+    }
+
+    #[tokio::test]
+    async fn proto_calls_answer_in_proto_with_json_errors() {
+        let (status, body) = call("/t.T/Double", CONTENT_TYPE_PROTO, &[], vec![0x08, 21]).await;
+        assert_eq!((status, body), (200, vec![0x08, 42]));
+        // An empty body is the empty message; the answer is empty too.
+        assert_eq!(
+            call("/t.T/Double", "application/proto; x=y", &[], vec![]).await,
+            (200, vec![])
+        );
+        // Errors stay JSON; so does a body that is not protobuf.
+        let mut minus_one = vec![0x08];
+        minus_one.extend([0xff; 9]);
+        minus_one.push(0x01);
+        let (status, body) = call("/t.T/Double", CONTENT_TYPE_PROTO, &[], minus_one).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).expect("json"),
+            serde_json::json!({"code": "not_found", "message": "negative"})
+        );
+        let (status, body) = call("/t.T/Double", CONTENT_TYPE_PROTO, &[], vec![0x0a]).await;
+        assert_eq!(status, 400);
+        assert!(String::from_utf8_lossy(&body).contains("invalid_argument"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn proto_streams_use_binary_data_and_json_end_stream() {
+        let ct = CONTENT_TYPE_STREAM_PROTO;
+        let ka = [("keepalive-ping-interval", "1")];
+        let (status, body) = call("/t.T/Count", ct, &ka, proto_env(&num(3))).await;
+        assert_eq!(status, 200);
+        let keepalive = Num {
+            value: 0,
+            keepalive: true,
+        };
+        assert_eq!(
+            proto_envelopes(&body),
+            (
+                vec![num(0), num(1), keepalive, num(2)],
+                serde_json::json!({})
+            )
+        );
+        let (messages, end) =
+            proto_envelopes(&call("/t.T/Count", ct, &[], proto_env(&num(5))).await.1);
+        assert_eq!(messages.len(), 3);
+        assert_eq!(end["error"]["code"], "internal");
+
+        let body = [proto_env(&num(1)), proto_env(&num(2))].concat();
+        let (status, out) = call("/t.T/Sum", ct, &[], body).await;
+        assert_eq!(status, 200);
+        assert_eq!(proto_envelopes(&out), (vec![num(3)], serde_json::json!({})));
+        let bad = [proto_env(&num(1)), envelope::encode(0, &[0x08]).to_vec()].concat();
+        let (messages, end) = proto_envelopes(&call("/t.T/Sum", ct, &[], bad).await.1);
+        assert!(messages.is_empty());
+        assert_eq!(end["error"]["code"], "invalid_argument");
     }
 
     #[test]
