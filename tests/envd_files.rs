@@ -261,6 +261,42 @@ async fn download_whole_ranges_conditional_and_gzip() {
     assert!(res.bytes().await.expect("body").is_empty());
 }
 
+/// Identity downloads reuse a few buffers of 1 MB: a file of several (and a range across them)
+/// must arrive whole and in order. Every 4-byte word differs, so a chunk out of place shows.
+#[tokio::test]
+async fn a_download_larger_than_its_buffers_arrives_whole() {
+    let (url, workdir) = agent();
+    let dir = test_dir(workdir, "dl-big");
+    let data: Vec<u8> = (0..1_700_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let file = dir.join("big.bin");
+    std::fs::write(&file, &data).expect("write");
+    let path = file.to_string_lossy().to_string();
+    let c = client();
+
+    let res = c
+        .get(files_url(url, &[("path", &path)]))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], data.len().to_string());
+    let body = res.bytes().await.expect("body");
+    assert!(body.as_ref() == &data[..], "the body differs from the file");
+
+    let res = c
+        .get(files_url(url, &[("path", &path)]))
+        .header("Range", "bytes=1500001-5600000")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(res.status(), 206);
+    let body = res.bytes().await.expect("body");
+    assert!(
+        body.as_ref() == &data[1_500_001..=5_600_000],
+        "the range differs from the file"
+    );
+}
+
 #[tokio::test]
 async fn download_errors_are_envd_json() {
     let (url, workdir) = agent();

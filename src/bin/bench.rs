@@ -8,9 +8,9 @@
 //!
 //! Usage: kernelbox-bench [--rounds N] [--per-round N] [--agent PATH]
 //!
-//! `kernelbox-bench files [--sizes 1M,1G] [--dir DIR] [--agent PATH]`: the sandbox API's `/files`
-//! instead: upload and download over loopback against `cp` on the same disk (warm cache), with
-//! the agent's peak RSS during each transfer.
+//! `kernelbox-bench files [--sizes 1M,1G] [--runs N] [--dir DIR] [--agent PATH]`: the sandbox
+//! API's `/files` instead: upload and download over loopback against `cp` on the same disk (warm
+//! cache), with the agent's peak RSS during each transfer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -477,6 +477,7 @@ mod files {
 
     pub fn main(args: &[String], mut agent_bin: PathBuf) -> Result<(), BoxError> {
         let mut sizes = vec![1usize << 20, 1 << 30];
+        let mut runs = None;
         let mut dir = std::env::temp_dir();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -484,13 +485,14 @@ mod files {
             match a.as_str() {
                 "--sizes" => sizes = v.split(',').map(parse_size).collect::<Result<_, _>>()?,
                 "--dir" => dir = PathBuf::from(v),
+                "--runs" => runs = Some(v.parse::<usize>()?.max(1)),
                 "--agent" => agent_bin = PathBuf::from(v),
                 other => return Err(format!("unknown option {other}").into()),
             }
         }
         let workdir = dir.join(format!("kernelbox-bench-files-{}", std::process::id()));
         std::fs::create_dir_all(&workdir)?;
-        let result = run(&agent_bin, &workdir, &sizes);
+        let result = run(&agent_bin, &workdir, &sizes, runs);
         let _ = std::fs::remove_dir_all(&workdir);
         result
     }
@@ -513,7 +515,12 @@ mod files {
         }
     }
 
-    fn run(agent_bin: &Path, workdir: &Path, sizes: &[usize]) -> Result<(), BoxError> {
+    fn run(
+        agent_bin: &Path,
+        workdir: &Path,
+        sizes: &[usize],
+        runs: Option<usize>,
+    ) -> Result<(), BoxError> {
         let mut child = Command::new(agent_bin)
             .args([
                 "agent",
@@ -562,7 +569,7 @@ mod files {
             "size", "operation", "N", "ms", "MB/s", "vs cp", "agent peak RSS"
         );
         for &size in sizes {
-            let reps = if size >= 256 << 20 { 3 } else { 20 };
+            let reps = runs.unwrap_or(if size >= 256 << 20 { 3 } else { 20 });
             let src = workdir.join("src.bin");
             write_pattern(&src, size)?;
             // Warm cache: every row reads the source from memory.
@@ -632,9 +639,13 @@ mod files {
         );
     }
 
+    /// The median of `reps` runs of `f`. Before each (untimed), the dirty pages that earlier runs
+    /// left are written back, so that no run pays for another's writes.
     fn median(reps: usize, mut f: impl FnMut() -> Result<f64, BoxError>) -> Result<f64, BoxError> {
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             times.push(f()?);
         }
         times.sort_by(f64::total_cmp);

@@ -2,8 +2,9 @@
 //! Go's `http.ServeContent` for identity (`Range`, `Last-Modified` and conditional requests), or
 //! gzip when `Accept-Encoding` prefers it (the JS SDK's fetch always offers it).
 //!
-//! The file is read on a blocking thread into a small bounded channel, so a download of any size
-//! holds a few chunks in memory and a slow client slows the reader down.
+//! The file is read on a blocking thread into a few buffers that the response hands back once
+//! written (gzip: a small bounded channel), so a download of any size holds a few chunks in
+//! memory and a slow client slows the reader down.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -24,9 +25,14 @@ use super::signature::Operation;
 use super::{authorise, resolve, FileQuery};
 use crate::envd::Envd;
 
-/// Bytes per chunk read from the file (and per gzip output chunk).
+/// Bytes per read of an identity download: one `read` per chunk, and few enough chunks that
+/// handing them to the response costs little per byte.
+const READ_CHUNK: usize = 1024 * 1024;
+/// Buffers of one identity download: being read, waiting, and being written to the socket.
+const POOL_BUFFERS: usize = 4;
+/// Bytes per gzip output chunk.
 const CHUNK: usize = 256 * 1024;
-/// Chunks in flight towards the client.
+/// gzip chunks in flight towards the client.
 const CHANNEL_CHUNKS: usize = 4;
 /// What Go's `DetectContentType` looks at.
 const SNIFF_LEN: usize = 512;
@@ -344,19 +350,42 @@ fn parse_range(header: &str, size: u64) -> Result<Ranges, RangeError> {
     }
 }
 
-/// `len` bytes of `file` from `start`, read on a blocking thread.
+/// `len` bytes of `file` from `start`, read on a blocking thread into a few reused buffers.
+///
+/// Each chunk leaves as `Bytes` that owns its buffer and hands it back to the reader when the
+/// response has written it, so a download of any size holds at most `POOL_BUFFERS` buffers and
+/// allocates nothing after its first chunks (fresh allocations each chunk cost page faults).
+/// The reader waits for a returned buffer when all are in flight, which is also what slows it
+/// down to a slow client's pace.
 fn file_body(mut file: File, start: u64, len: u64) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(POOL_BUFFERS);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = file.seek(SeekFrom::Start(start)) {
             let _ = tx.blocking_send(Err(e));
             return;
         }
+        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut unallocated = POOL_BUFFERS;
         let mut left = len;
         while left > 0 {
-            let want = left.min(CHUNK as u64);
-            let mut buf = Vec::with_capacity(want as usize);
-            match (&mut file).take(want).read_to_end(&mut buf) {
+            let mut buf = if unallocated > 0 {
+                unallocated -= 1;
+                // A small download gets a buffer of its own size.
+                vec![0; left.min(READ_CHUNK as u64) as usize]
+            } else {
+                match returned.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => return,
+                }
+            };
+            let want = left.min(buf.len() as u64) as usize;
+            let n = loop {
+                match file.read(&mut buf[..want]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            match n {
                 Ok(0) => {
                     // The file shrank: end the body short, so the client sees a broken transfer
                     // rather than a wrong length.
@@ -366,18 +395,45 @@ fn file_body(mut file: File, start: u64, len: u64) -> Body {
                     )));
                     return;
                 }
-                Ok(n) => left -= n as u64,
+                Ok(n) => {
+                    left -= n as u64;
+                    let chunk = Bytes::from_owner(PooledChunk {
+                        buf,
+                        len: n,
+                        give_back: give_back.clone(),
+                    });
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return; // the client went away
+                    }
+                }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
                     return;
                 }
             }
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return; // the client went away
-            }
         }
     });
     channel_body(rx)
+}
+
+/// The first `len` bytes of a pooled buffer, which goes back to its reader once sent.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        // The reader may be gone (download finished or failed): then the buffer is freed here.
+        let _ = self.give_back.send(std::mem::take(&mut self.buf));
+    }
 }
 
 /// The whole file, gzip-compressed as it is read.
