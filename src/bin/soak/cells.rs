@@ -142,7 +142,7 @@ pub fn state_check(lang: Lang, run: u64, token: &str) -> String {
              globalThis['_soak_s'] = '{token}';\nconsole.log('@{run}#1:P=' + Deno.pid);\n"
         ),
         Lang::Bash => format!(
-            "echo \"@{run}#0:S=${{_soak_s:-LOST}}\"; _soak_s={token}; echo \"@{run}#1:P=$$\"\n"
+            "echo \"@{run}#0:S=${{_soak_s:-LOST}}\"; _soak_s={token}; echo \"@{run}#1:P=$PPID\"\n"
         ),
         Lang::R => format!(
             "cat('@{run}#0:S=', if (exists('soak_s')) soak_s else 'LOST', '\\n', sep = '')\n\
