@@ -37,6 +37,50 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long browsers may cache a CORS preflight answer (E2B's server sends the same).
 const CORS_MAX_AGE_SECS: &str = "600";
 
+/// The two lines an agent prints on stdout, from which whoever started it (tests, the benchmark,
+/// the soak) reads its addresses. The interpreter's comes last, once its contexts are ready.
+const ENVD_READY: &str = "kernelbox sandbox API on ";
+const READY: &str = "kernelbox agent listening on ";
+
+/// One of an agent's ready lines, read back by the process that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyLine {
+    /// The sandbox API's URL.
+    SandboxApi(String),
+    /// The interpreter's URL: the agent is ready.
+    Interpreter(String),
+}
+
+impl ReadyLine {
+    pub fn parse(line: &str) -> Option<ReadyLine> {
+        let url = |rest: &str| rest.trim().to_string();
+        if let Some(rest) = line.strip_prefix(ENVD_READY) {
+            Some(ReadyLine::SandboxApi(url(rest)))
+        } else {
+            line.strip_prefix(READY)
+                .map(|rest| ReadyLine::Interpreter(url(rest)))
+        }
+    }
+}
+
+/// `kernelbox agent` from `bin` on loopback, both services on free ports, in `workdir`: how the
+/// tests, the benchmark and the soak start their own agents (they add their own options).
+pub fn loopback_command(bin: &Path, workdir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "agent",
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--envd-port",
+        "0",
+    ])
+    .arg("--workdir")
+    .arg(workdir);
+    cmd
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub addr: std::net::IpAddr,
@@ -136,10 +180,10 @@ pub async fn run(
     if let Some(path) = &config.unix_socket {
         agent = agent.unix_socket(bind_unix(path)?, ENVD_PORT);
     }
-    println!("kernelbox sandbox API on http://{}", sandbox_api.local_addr);
+    println!("{ENVD_READY}http://{}", sandbox_api.local_addr);
     tracing::info!(local = %sandbox_api.local_addr, "sandbox API ready");
     // Tests and start-up scripts wait for this line; it comes only once contexts are ready.
-    println!("kernelbox agent listening on http://{}", service.local_addr);
+    println!("{READY}http://{}", service.local_addr);
     tracing::info!(local = %service.local_addr, "interpreter API ready");
 
     // The kernels go first, which ends running executions with an error line, so the graceful
@@ -474,6 +518,21 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ready_lines_read_back() {
+        let line = |s: &str| ReadyLine::parse(s);
+        assert_eq!(
+            line(&format!("{ENVD_READY}http://127.0.0.1:1\n")),
+            Some(ReadyLine::SandboxApi("http://127.0.0.1:1".into()))
+        );
+        assert_eq!(
+            line(&format!("{READY}http://127.0.0.1:2")),
+            Some(ReadyLine::Interpreter("http://127.0.0.1:2".into()))
+        );
+        assert_eq!(line("something else"), None);
+    }
+
     use super::*;
 
     async fn service(sandbox_port: u16, answer: &'static str) -> Service {

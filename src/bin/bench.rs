@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kernelbox::agent::{loopback_command, ReadyLine};
 use kernelbox::client::{Client, RunOptions};
 use kernelbox::jupyter::connection::ConnectionInfo;
 use kernelbox::jupyter::{Channel, KernelConnection};
@@ -195,18 +196,7 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
     let home = kernelbox::config::home();
     let workdir = std::env::temp_dir().join(format!("kernelbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
-    let mut child = Command::new(&agent_bin)
-        .args([
-            "agent",
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--envd-port",
-            "0",
-        ])
-        .arg("--workdir")
-        .arg(&workdir)
+    let mut child = loopback_command(&agent_bin, &workdir)
         .args(["--default-languages", "python"])
         .env("RUST_LOG", "kernelbox=warn")
         .stdout(Stdio::piped())
@@ -220,8 +210,8 @@ async fn run(agent_bin: PathBuf, rounds: usize, per_round: usize) -> Result<(), 
         if stdout.read_line(&mut line)? == 0 {
             return Err("agent did not start".into());
         }
-        if let Some(url) = line.split("listening on ").nth(1) {
-            break url.trim().to_string();
+        if let Some(ReadyLine::Interpreter(url)) = ReadyLine::parse(line.trim_end()) {
+            break url;
         }
     };
     let agent = AgentProc { child, url };
@@ -474,6 +464,7 @@ mod files {
     use std::time::Instant;
 
     use super::{rss_kb, AgentProc, BoxError};
+    use kernelbox::agent::{loopback_command, ReadyLine};
 
     pub fn main(args: &[String], mut agent_bin: PathBuf) -> Result<(), BoxError> {
         let mut sizes = vec![1usize << 20, 1 << 30];
@@ -521,18 +512,7 @@ mod files {
         sizes: &[usize],
         runs: Option<usize>,
     ) -> Result<(), BoxError> {
-        let mut child = Command::new(agent_bin)
-            .args([
-                "agent",
-                "--addr",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--envd-port",
-                "0",
-            ])
-            .arg("--workdir")
-            .arg(workdir)
+        let mut child = loopback_command(agent_bin, workdir)
             .args(["--default-languages", ""])
             .env("RUST_LOG", "kernelbox=warn")
             .stdout(Stdio::piped())
@@ -546,11 +526,12 @@ mod files {
             if stdout.read_line(&mut line)? == 0 {
                 return Err("agent did not start".into());
             }
-            if let Some(url) = line.split("sandbox API on ").nth(1) {
-                envd = url.trim().trim_start_matches("http://").to_string();
-            }
-            if line.contains("listening on ") {
-                break;
+            match ReadyLine::parse(line.trim_end()) {
+                Some(ReadyLine::SandboxApi(url)) => {
+                    envd = url.trim_start_matches("http://").to_string()
+                }
+                Some(ReadyLine::Interpreter(_)) => break,
+                None => {}
             }
         }
         let agent = AgentProc {

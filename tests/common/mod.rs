@@ -8,6 +8,8 @@ pub mod run;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use kernelbox::agent::{loopback_command, ReadyLine};
 use std::time::{Duration, Instant};
 
 /// A running agent. Its kernels are children of the agent and die with it.
@@ -38,26 +40,15 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox"));
+        let mut cmd = loopback_command(env!("CARGO_BIN_EXE_kernelbox").as_ref(), workdir);
         cmd.envs(env.iter().copied());
-        cmd.args([
-            "agent",
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--envd-port",
-            "0",
-            "--workdir",
-        ])
-        .arg(workdir)
-        .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "kernelbox=warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "kernelbox=warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         // A test binary never leaves agents (or their kernels) behind.
         die_with_this_thread(&mut cmd);
         let mut child = cmd.spawn().expect("spawn kernelbox agent");
@@ -68,14 +59,13 @@ impl Agent {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.split("sandbox API on ").nth(1) {
-                    envd_url = url.trim().to_string();
-                }
-                if !sent {
-                    if let Some(url) = line.split("listening on ").nth(1) {
-                        let _ = tx.send((url.trim().to_string(), envd_url.clone()));
+                match ReadyLine::parse(&line) {
+                    Some(ReadyLine::SandboxApi(url)) => envd_url = url,
+                    Some(ReadyLine::Interpreter(url)) if !sent => {
+                        let _ = tx.send((url, envd_url.clone()));
                         sent = true;
                     }
+                    _ => {}
                 }
                 // Keep draining so the agent never blocks on a full pipe.
             }

@@ -24,11 +24,12 @@ mod runner;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kernelbox::agent::{loopback_command, ReadyLine};
 use kernelbox::client::Client;
 use tokio::time::Instant;
 
@@ -125,29 +126,17 @@ struct AgentProc {
 }
 
 impl AgentProc {
-    fn start(bin: &PathBuf) -> Result<AgentProc, String> {
+    fn start(bin: &std::path::Path) -> Result<AgentProc, String> {
         let workdir = std::env::temp_dir().join(format!("kernelbox-soak-{}", std::process::id()));
         std::fs::create_dir_all(&workdir).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "agent",
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--envd-port",
-            "0",
-            "--default-languages",
-            "",
-        ])
-        .arg("--workdir")
-        .arg(&workdir)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or("kernelbox=warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        let mut cmd = loopback_command(bin, &workdir);
+        cmd.args(["--default-languages", ""])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("kernelbox=warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         // SAFETY: prctl only asks for SIGTERM to the child when this (main) thread exits, so a
         // killed soak leaves no agent behind.
         unsafe {
@@ -164,10 +153,9 @@ impl AgentProc {
         let url = lines
             .by_ref()
             .map_while(Result::ok)
-            .find_map(|l| {
-                l.split("listening on ")
-                    .nth(1)
-                    .map(|u| u.trim().to_string())
+            .find_map(|l| match ReadyLine::parse(&l) {
+                Some(ReadyLine::Interpreter(url)) => Some(url),
+                _ => None,
             })
             .ok_or("the agent exited before it listened")?;
         // Keep draining so the agent never blocks on a full pipe.
