@@ -297,13 +297,9 @@ where
 {
     post(
         move |State(state): State<S>, headers: HeaderMap, body: Body| async move {
-            let codec = match codec_of(&headers, Codec::stream, STREAM_TYPES) {
-                Ok(codec) => codec,
+            let (codec, call) = match stream_call(headers) {
+                Ok(opened) => opened,
                 Err(response) => return response,
-            };
-            let call = match Call::from_headers(headers) {
-                Ok(call) => call,
-                Err(e) => return stream_response(codec, Body::from(end_stream(Some(&e)))),
             };
             let deadline = call.timeout().map(|t| tokio::time::Instant::now() + t);
             let keepalive = call.keepalive();
@@ -329,6 +325,17 @@ where
     )
 }
 
+/// The codec and call of a streaming request, or the response that refuses it: a bad content
+/// type as HTTP, a bad header as an end-stream error.
+/// (A `Response` error, like [`codec_of`]: it is returned at once, never carried around.)
+#[allow(clippy::result_large_err)]
+fn stream_call(headers: HeaderMap) -> Result<(Codec, Call), Response> {
+    let codec = codec_of(&headers, Codec::stream, STREAM_TYPES)?;
+    Call::from_headers(headers)
+        .map(|call| (codec, call))
+        .map_err(|e| stream_response(codec, Body::from(end_stream(Some(&e)))))
+}
+
 /// A client-streaming call: request envelopes in as [`Messages`]; out, exactly one data envelope
 /// with the response and then the end-stream envelope (the Python SDK insists on the message),
 /// or only an end-stream error.
@@ -342,13 +349,9 @@ where
 {
     post(
         move |State(state): State<S>, headers: HeaderMap, body: Body| async move {
-            let codec = match codec_of(&headers, Codec::stream, STREAM_TYPES) {
-                Ok(codec) => codec,
+            let (codec, call) = match stream_call(headers) {
+                Ok(opened) => opened,
                 Err(response) => return response,
-            };
-            let call = match Call::from_headers(headers) {
-                Ok(call) => call,
-                Err(e) => return stream_response(codec, Body::from(end_stream(Some(&e)))),
             };
             let timeout = call.timeout();
             let messages = request_messages::<Req>(codec, body);
