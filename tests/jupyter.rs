@@ -107,3 +107,57 @@ async fn a_missing_program_is_a_clear_error() {
     assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0);
     assert!(KernelSpec::load(&dir, "../etc").is_err());
 }
+
+/// A python3 kernel whose iopub port is taken used to live on without listening (ipykernel binds
+/// iopub in a thread), and the agent waited a minute before giving up. The launcher now exits, so
+/// `Kernel::launch` retries with fresh ports.
+#[test]
+fn python_kernel_exits_when_a_port_is_taken() {
+    let home = kernelbox::config::home();
+    let spec = KernelSpec::load(&home.join("kernels"), "python3").expect("python3 kernelspec");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = common::tempdir("taken-port");
+    let file = dir.join("kernel.json");
+    let info = serde_json::json!({
+        "transport": "tcp", "ip": "127.0.0.1", "key": "k", "signature_scheme": "hmac-sha256",
+        "shell_port": free(), "iopub_port": busy, "stdin_port": free(),
+        "control_port": free(), "hb_port": free(),
+    });
+    std::fs::write(&file, info.to_string()).unwrap();
+    let argv: Vec<String> = spec
+        .argv
+        .iter()
+        .map(|a| {
+            a.replace("{connection_file}", &file.display().to_string())
+                .replace("{kernelbox_home}", &home.display().to_string())
+        })
+        .collect();
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(spec.env.iter().map(|(k, v)| {
+            let v = v.replace("{kernelbox_home}", &home.display().to_string());
+            (k.clone(), v)
+        }))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = status.expect("the kernel exits when its iopub port is taken");
+    assert!(!status.success(), "{status}");
+}

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,12 +61,26 @@ pub struct ConnectionInfo {
 
 /// Ports held open until the kernel is about to be spawned, so no other process can take them in
 /// between (kernels such as tslab bind seconds after they start).
-pub struct ReservedPorts(Vec<TcpListener>);
+pub struct ReservedPorts {
+    listeners: Vec<TcpListener>,
+    leases: PortLeases,
+}
+
+/// A claim on each reserved port that every kernelbox process on the machine (in this network
+/// namespace) respects, held from reservation until the kernel is up.
+///
+/// Between our release of a port and the kernel's bind (a second or more for Python) another
+/// agent's reservation could take the same port; the kernel then fails to bind, and ipykernel
+/// *hangs* when the failing socket is iopub or heartbeat. A lease is an abstract unix socket named
+/// after the port: binding it is atomic, it needs no file, and it vanishes with its holder.
+pub struct PortLeases(#[allow(dead_code)] Vec<UnixListener>);
 
 impl ReservedPorts {
-    /// Releases the ports; call right before spawning the kernel.
-    pub fn release(self) {
-        drop(self.0);
+    /// Frees the ports for the kernel to bind; call right before spawning it, and keep the leases
+    /// until it has answered.
+    pub fn release(self) -> PortLeases {
+        drop(self.listeners);
+        self.leases
     }
 }
 
@@ -73,16 +89,18 @@ impl ConnectionInfo {
     ///
     /// Ports come from below the kernel's ephemeral range when there is room: between our release
     /// and the kernel's bind, any outgoing connection on the machine may be handed an ephemeral
-    /// port, but never one of these. (Another agent picking the same random port is possible but
-    /// rare; `Kernel::launch` retries a kernel that dies during start-up.)
+    /// port, but never one of these. Other kernelbox processes skip ports we hold a lease on; a
+    /// kernel that still dies during start-up is retried by `Kernel::launch`.
     pub fn reserve() -> Result<(ConnectionInfo, ReservedPorts), ConnectionError> {
         let mut listeners = Vec::with_capacity(5);
+        let mut leases = Vec::with_capacity(5);
         let mut ports = [0u16; 5];
         let range = quiet_port_range();
         for port in &mut ports {
-            let l = bind_quiet_port(range).map_err(ConnectionError::Ports)?;
+            let (l, lease) = bind_quiet_port(range).map_err(ConnectionError::Ports)?;
             *port = l.local_addr().map_err(ConnectionError::Ports)?.port();
             listeners.push(l);
+            leases.push(lease);
         }
         let info = ConnectionInfo {
             transport: "tcp".into(),
@@ -95,7 +113,11 @@ impl ConnectionInfo {
             key: uuid::Uuid::new_v4().to_string(),
             signature_scheme: wire::SIGNATURE_SCHEME.into(),
         };
-        Ok((info, ReservedPorts(listeners)))
+        let reserved = ReservedPorts {
+            listeners,
+            leases: PortLeases(leases),
+        };
+        Ok((info, reserved))
     }
 
     fn endpoint(&self, port: u16) -> String {
@@ -111,17 +133,39 @@ fn quiet_port_range() -> Option<(u16, u16)> {
     (end > start + 1_000).then_some((start, end))
 }
 
-fn bind_quiet_port(range: Option<(u16, u16)>) -> std::io::Result<TcpListener> {
+const PICK_ATTEMPTS: usize = 64;
+
+fn bind_quiet_port(range: Option<(u16, u16)>) -> std::io::Result<(TcpListener, UnixListener)> {
     if let Some((start, end)) = range {
         let span = u32::from(end - start) + 1;
-        for _ in 0..64 {
+        for _ in 0..PICK_ATTEMPTS {
             let pick = start + (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16;
-            if let Ok(l) = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, pick)) {
-                return Ok(l);
+            if let Ok(pair) = lease_and_bind(pick) {
+                return Ok(pair);
             }
         }
     }
-    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+    let mut last = None;
+    for _ in 0..PICK_ATTEMPTS {
+        let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+        match lease(l.local_addr()?.port()) {
+            Ok(lease) => return Ok((l, lease)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port could be leased")))
+}
+
+fn lease_and_bind(port: u16) -> std::io::Result<(TcpListener, UnixListener)> {
+    let lease = lease(port)?;
+    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))?;
+    Ok((l, lease))
+}
+
+/// Claims `port` among kernelbox processes; fails with `AddrInUse` while another holds it.
+fn lease(port: u16) -> std::io::Result<UnixListener> {
+    let name = format!("kernelbox-port-lease-{port}");
+    UnixListener::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)
 }
 
 /// Which socket a message came in on.
@@ -465,4 +509,45 @@ where
             map.clear();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leased_port_is_skipped_until_the_lease_is_dropped() {
+        let (info, reserved) = ConnectionInfo::reserve().unwrap();
+        let leases = reserved.release();
+        // The TCP port is free again, yet no other reservation may take it.
+        assert!(TcpListener::bind(("127.0.0.1", info.iopub_port)).is_ok());
+        let err = lease_and_bind(info.iopub_port).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(leases);
+        assert!(lease_and_bind(info.iopub_port).is_ok());
+    }
+
+    #[test]
+    fn concurrent_reservations_never_share_a_port() {
+        let held: Vec<_> = (0..200)
+            .map(|_| ConnectionInfo::reserve().unwrap())
+            .map(|(info, reserved)| (info, reserved.release()))
+            .collect();
+        let mut ports: Vec<u16> = held
+            .iter()
+            .flat_map(|(i, _)| {
+                [
+                    i.shell_port,
+                    i.iopub_port,
+                    i.stdin_port,
+                    i.control_port,
+                    i.hb_port,
+                ]
+            })
+            .collect();
+        let total = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), total);
+    }
 }

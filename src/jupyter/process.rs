@@ -131,7 +131,8 @@ impl Kernel {
             cmd.env(k, v);
         }
 
-        reserved.release();
+        // Held until this function returns: the kernel has answered, or the launch failed.
+        let _leases = reserved.release();
         let mut child = cmd.spawn().map_err(|source| KernelError::Spawn {
             name: spec.name.clone(),
             program: argv[0].clone(),
