@@ -333,3 +333,74 @@ async fn contexts_with_language_java() {
         json!({"created": created, "default_context_run": by_language})
     );
 }
+
+/// The number of threads running cell code (JShell's `REPL.` classes) other than the caller.
+const OTHER_CELL_THREADS: &str = "Thread.getAllStackTraces().entrySet().stream()\
+    .filter(e -> e.getKey() != Thread.currentThread())\
+    .filter(e -> java.util.Arrays.stream(e.getValue()).anyMatch(f -> f.getClassName().startsWith(\"REPL.\")))\
+    .count()";
+
+/// Lines of `events`' stdout that start with `prefix`.
+fn stdout_lines_starting(events: &[Value], prefix: &str) -> usize {
+    events
+        .iter()
+        .filter(|l| l["type"] == "stdout")
+        .filter_map(|l| l["text"].as_str())
+        .flat_map(str::lines)
+        .filter(|line| line.starts_with(prefix))
+        .count()
+}
+
+/// JJava's own interrupt only cancels the cell's Future: a loop that prints went on after the
+/// reply, its lines went to whichever cell ran next, and a loop that computes burnt a core for
+/// ever (or the agent gave up and restarted the kernel, losing its state). The interrupt now
+/// stops the cell's thread, and nothing of it reaches the next cell.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_loops_stop_and_print_nothing_into_the_next_cell() {
+    let url = agent();
+    let ctx = new_context(url).await;
+    run_in(url, &ctx, "int kept = 41;").await;
+
+    for round in 0..3 {
+        let flood = events(
+            url,
+            json!({"context_id": ctx, "timeout": 1,
+                   "code": "for (long i = 0; i < 100_000_000L; i++) { System.out.println(\"old\" + i); }"}),
+        )
+        .await;
+        let errors: Vec<_> = flood.iter().filter(|l| l["type"] == "error").collect();
+        assert_eq!(errors.len(), 1, "round {round}: {flood:?}");
+        assert_eq!(errors[0]["name"], "TimeoutError", "round {round}");
+        assert!(
+            !errors[0]["value"].as_str().unwrap_or("").contains("lost"),
+            "round {round}: the kernel was restarted: {}",
+            errors[0]
+        );
+        let next = run_in(url, &ctx, "System.out.println(\"next\" + (kept + 1));").await;
+        assert_eq!(
+            stdout_lines_starting(&next, "old"),
+            0,
+            "round {round}: {next:?}"
+        );
+        assert_eq!(
+            stdout_lines_starting(&next, "next42"),
+            1,
+            "round {round}: {next:?}"
+        );
+    }
+
+    // A loop that never prints, stopped through the interrupt endpoint.
+    let running = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { run_in(url, &ctx, "long spins = 0; while (true) { spins++; }").await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Client::new(url).interrupt_context(&ctx).await.unwrap();
+    let spun = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the interrupted cell ends")
+        .unwrap();
+    assert!(spun.iter().any(|l| l["type"] == "error"), "{spun:?}");
+    let left = run_in(url, &ctx, OTHER_CELL_THREADS).await;
+    assert_eq!(result_text(&left).as_deref(), Some("0"), "{left:?}");
+}

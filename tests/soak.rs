@@ -13,11 +13,6 @@ fn short_soak_has_no_hang_loss_or_leak() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelbox-soak"));
     cmd.args(["--seed", "20261202", "--runs", "250", "--max-secs", "90"])
         .args(["--concurrency", "4", "--contexts-per-language", "2"])
-        // Not java: JJava can publish output of an interrupted or abandoned cell after the cell
-        // ended, labelled with a later request (the long soak in BENCHMARKS.md shows it, about
-        // one stream in 200); the agent cannot tell such lines apart, so they would make this
-        // test fail at random until the java kernel is fixed. The long soak keeps java in.
-        .args(["--languages", "python,javascript,typescript,bash,r"])
         .args(["--agent-bin", env!("CARGO_BIN_EXE_kernelbox")]);
     common::die_with_this_thread(&mut cmd);
     let out = cmd.output().expect("run kernelbox-soak");

@@ -279,6 +279,13 @@ impl Context {
             }
             return;
         }
+        if outcome.kernel_alive && outcome.interrupted {
+            if let Some(code) = &kernel.spec.after_interrupt {
+                if let Err(e) = kernel.run_silent(code, SILENT_CELL_TIMEOUT).await {
+                    tracing::error!(error = %e, "the after-interrupt cell failed");
+                }
+            }
+        }
         if outcome.kernel_alive && !req.env_vars.is_empty() {
             if let Some(code) = env::restore_code(syntax, &req.env_vars) {
                 if let Err(e) = kernel.run_silent(&code, SILENT_CELL_TIMEOUT).await {

@@ -115,6 +115,8 @@ pub(super) struct Outcome {
     pub kernel_alive: bool,
     /// An interrupted cell never ended: the kernel must be replaced.
     pub needs_restart: bool,
+    /// The kernel was interrupted during this execution.
+    pub interrupted: bool,
 }
 
 /// Why an execution is being interrupted.
@@ -282,9 +284,13 @@ impl<'a> ExecutionStream<'a> {
             if !self.out.client {
                 self.request_interrupt(Cause::Disconnect).await;
             }
-            let step = self
-                .next_step(&mut sub, end_rx, &mut interrupts, interrupts_open)
-                .await;
+            let step = match self.overdue() {
+                Some(step) => step,
+                None => {
+                    self.next_step(&mut sub, end_rx, &mut interrupts, interrupts_open)
+                        .await
+                }
+            };
             match step {
                 Step::Message(Some(incoming)) => self.on_message(*incoming).await,
                 Step::Message(None) => {
@@ -300,13 +306,36 @@ impl<'a> ExecutionStream<'a> {
                 Step::InterruptsClosed => interrupts_open = false,
                 Step::TimedOut => self.request_interrupt(Cause::Timeout).await,
                 Step::Escalate => self.escalate().await,
-                Step::GiveUp => return self.finish_stuck().await,
+                Step::GiveUp => {
+                    if !self.replied_behind_backlog(&mut sub).await {
+                        return self.finish_stuck().await;
+                    }
+                }
                 Step::Flush => self.out.flush().await,
                 Step::Keepalive => {
                     self.out.emit(&Event::Keepalive).await;
                     self.out.flush().await;
                 }
             }
+        }
+    }
+
+    /// A deadline that has passed, read from the clock. The timers in `next_step` alone are not
+    /// enough: while a kernel floods the agent with messages (JJava sends one per line), the
+    /// runtime's timer wheel can lag the clock by many seconds, and the timeout with it.
+    fn overdue(&self) -> Option<Step> {
+        let now = Instant::now();
+        let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        let waiting = self.interrupt.is_none() && self.deferred.is_none();
+        let interrupt = self.interrupt.as_ref();
+        if waiting && past(self.timeout_at) {
+            Some(Step::TimedOut)
+        } else if past(interrupt.and_then(|i| i.escalate_at)) {
+            Some(Step::Escalate)
+        } else if !self.replied && past(interrupt.map(|i| i.give_up_at)) {
+            Some(Step::GiveUp)
+        } else {
+            None
         }
     }
 
@@ -322,25 +351,34 @@ impl<'a> ExecutionStream<'a> {
         let at = |t: Option<Instant>| t.unwrap_or(far);
         let waiting = self.interrupt.is_none() && self.deferred.is_none();
         let escalate_at = self.interrupt.as_ref().and_then(|i| i.escalate_at);
-        let give_up_at = self.interrupt.as_ref().map(|i| i.give_up_at);
+        // Once the kernel has replied, the cell has stopped: only its output is still draining.
+        let give_up_at = self
+            .interrupt
+            .as_ref()
+            .filter(|_| !self.replied)
+            .map(|i| i.give_up_at);
         let sink = self.out.sink;
+        // Biased, deadlines first: a kernel that publishes faster than we forward (JJava sends a
+        // message per line) would otherwise starve the timeout and the escalation for as long as
+        // it floods. Messages still come before the end signal (the last output of a dying
+        // kernel is kept) and before the quiet-period wake-up (which only counts silence).
         tokio::select! {
             biased;
-            incoming = sub.recv() => Step::Message(incoming.map(Box::new)),
-            changed = end_rx.changed() => Step::Ended(match changed {
-                Ok(()) => *end_rx.borrow_and_update(),
-                Err(_) => Some(EndReason::Deleted),
-            }),
+            _ = tokio::time::sleep_until(at(self.timeout_at)), if waiting && self.timeout_at.is_some() => Step::TimedOut,
+            _ = tokio::time::sleep_until(at(escalate_at)), if escalate_at.is_some() => Step::Escalate,
+            _ = tokio::time::sleep_until(at(give_up_at)), if give_up_at.is_some() => Step::GiveUp,
             _ = sink.closed(), if self.out.client => Step::ClientGone,
             changed = interrupts.changed(), if interrupts_open && waiting => match changed {
                 Ok(()) => Step::InterruptRequested,
                 Err(_) => Step::InterruptsClosed,
             },
-            _ = tokio::time::sleep_until(at(self.timeout_at)), if waiting && self.timeout_at.is_some() => Step::TimedOut,
-            _ = tokio::time::sleep_until(at(escalate_at)), if escalate_at.is_some() => Step::Escalate,
-            _ = tokio::time::sleep_until(at(give_up_at)), if give_up_at.is_some() => Step::GiveUp,
-            _ = tokio::time::sleep_until(at(self.grace_until)), if self.grace_until.is_some() => Step::Wake,
             _ = tokio::time::sleep_until(at(self.out.flush_at)), if self.out.flush_at.is_some() => Step::Flush,
+            incoming = sub.recv() => Step::Message(incoming.map(Box::new)),
+            changed = end_rx.changed() => Step::Ended(match changed {
+                Ok(()) => *end_rx.borrow_and_update(),
+                Err(_) => Some(EndReason::Deleted),
+            }),
+            _ = tokio::time::sleep_until(at(self.grace_until)), if self.grace_until.is_some() => Step::Wake,
             _ = tokio::time::sleep_until(self.out.keepalive_at()), if self.out.client && self.out.pending.is_empty() => Step::Keepalive,
         }
     }
@@ -521,10 +559,14 @@ impl<'a> ExecutionStream<'a> {
     }
 
     /// The await-interrupt signal did not end the cell: it is busy, so interrupt it the
-    /// standard way too.
+    /// standard way too. Once the kernel has replied the cell is over (only its output may still
+    /// be draining), and a late interrupt would land on whatever the kernel runs next.
     async fn escalate(&mut self) {
         if let Some(interrupt) = self.interrupt.as_mut() {
             interrupt.escalate_at = None;
+        }
+        if self.replied {
+            return;
         }
         tracing::info!("cell still running; sending the kernel's standard interrupt");
         let sent =
@@ -548,6 +590,7 @@ impl<'a> ExecutionStream<'a> {
         Outcome {
             kernel_alive,
             needs_restart,
+            interrupted: self.interrupt.is_some(),
         }
     }
 
@@ -567,6 +610,21 @@ impl<'a> ExecutionStream<'a> {
     }
 
     /// The interrupted cell did not end: its kernel will be replaced, and the error says so.
+    /// Before giving up on an interrupted cell: a kernel that publishes a message per line
+    /// (JJava) outpaces the agent, and its reply can be queued behind output not yet forwarded.
+    /// Works through what is queued, for at most another grace period, and says whether the
+    /// reply was among it. A cell that still floods never gets there.
+    async fn replied_behind_backlog(&mut self, sub: &mut Subscription) -> bool {
+        let until = Instant::now() + INTERRUPT_GRACE;
+        while !self.replied && Instant::now() < until {
+            match sub.try_recv() {
+                Some(incoming) => self.on_message(incoming).await,
+                None => break,
+            }
+        }
+        self.replied
+    }
+
     async fn finish_stuck(mut self) -> Outcome {
         tracing::warn!("the interrupted cell did not stop; its kernel will be replaced");
         if !self.error_sent {

@@ -209,6 +209,11 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Incoming> {
         self.rx.recv().await
     }
+
+    /// The next message if one is already queued.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for Subscription {
@@ -470,6 +475,10 @@ where
 {
     tokio::spawn(async move {
         loop {
+            // zmq.rs's recv is ready without yielding while messages are queued, and the unbounded
+            // send never waits: a kernel that floods (JJava sends a message per line) would keep
+            // this loop on the worker thread and starve everything else, timeouts included.
+            tokio::task::consume_budget().await;
             let frames: Vec<Bytes> = match socket.recv().await {
                 Ok(m) => m.into_vec(),
                 Err(e) => {

@@ -43,8 +43,14 @@ pub struct KernelSpec {
     /// A signal the kernel's start-up code handles as "abandon what the cell awaits", from
     /// `metadata.kernelbox.interrupt_signal`. Deno's own interrupt only stops *running*
     /// JavaScript; a cell that awaits is ended by this signal, and `interrupt_mode` follows after
-    /// `interrupt_escalate` if the cell is still busy (a loop that never yields).
+    /// `interrupt_escalate` if the cell is still busy (a loop that never yields). Java's start-up
+    /// code handles it as "stop the cell's thread", which JJava's own interrupt does not.
     pub await_interrupt: Option<AwaitInterrupt>,
+    /// Code run as a silent cell after an interrupted cell, before the next one, from
+    /// `metadata.kernelbox.after_interrupt`. JJava publishes output to whichever request is
+    /// current; Java's start-up code uses this cell to wait until the interrupted cell's thread
+    /// has ended and to flush what it left half-written, so that none of it reaches the next cell.
+    pub after_interrupt: Option<String>,
     /// Text the kernel's start-up code prints once a cell's output has all been queued, from
     /// `metadata.kernelbox.output_marker`. Deno publishes `idle` before its output has drained;
     /// its prelude prints this marker after the last output of every cell that did not throw, so
@@ -143,8 +149,15 @@ impl KernelSpec {
             .and_then(Value::as_str)
             .filter(|m| !m.is_empty())
             .map(str::to_string);
+        let after_interrupt = raw
+            .metadata
+            .pointer("/kernelbox/after_interrupt")
+            .and_then(Value::as_str)
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string);
         Ok(KernelSpec {
             output_marker,
+            after_interrupt,
             output_grace,
             await_interrupt,
             name: name.to_string(),
@@ -166,6 +179,7 @@ fn parse_await_interrupt(metadata: &Value) -> Result<Option<AwaitInterrupt>, Str
     let signal = match name.as_str() {
         Some("SIGUSR1") => Signal::User1,
         Some("SIGUSR2") => Signal::User2,
+        Some("SIGURG") => Signal::Urgent,
         Some("SIGINT") => Signal::Interrupt,
         _ => return Err(format!("unsupported kernelbox.interrupt_signal {name}")),
     };

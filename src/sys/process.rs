@@ -17,6 +17,9 @@ pub enum Signal {
     /// awaits).
     User1,
     User2,
+    /// SIGURG: ignored unless the process handles it, so a kernel whose handler is missing is
+    /// not hurt (the Java kernel's start-up code: stop the interrupted cell's thread).
+    Urgent,
 }
 
 impl Signal {
@@ -27,6 +30,7 @@ impl Signal {
             Signal::Kill => libc::SIGKILL,
             Signal::User1 => libc::SIGUSR1,
             Signal::User2 => libc::SIGUSR2,
+            Signal::Urgent => libc::SIGURG,
         }
     }
 }
