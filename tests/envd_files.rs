@@ -297,6 +297,51 @@ async fn a_download_larger_than_its_buffers_arrives_whole() {
     );
 }
 
+/// A large octet-stream body goes through the preallocated, 64 KB-piece write path; multipart
+/// (no preallocation) and gzip (the length is the compressed one) through the others. Each
+/// replaces a larger old file, so a stale tail or a size taken from the preallocation would
+/// show.
+#[tokio::test]
+async fn large_uploads_arrive_byte_exact_whatever_the_path() {
+    let (url, workdir) = agent();
+    let dir = test_dir(workdir, "up-big");
+    let data: Vec<u8> = (0..6_000_001u32).flat_map(|i| i.to_le_bytes()).collect();
+    let target = dir.join("big.bin");
+    let path = target.to_string_lossy().to_string();
+    let old = binary(data.len() + 5_000_000);
+
+    std::fs::write(&target, &old).expect("old");
+    let res = upload_octet(url, &[("path", &path)], data.clone(), &[]).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        std::fs::read(&target).expect("read") == data,
+        "octet-stream upload differs"
+    );
+
+    std::fs::write(&target, &old).expect("old");
+    let res = upload_multipart(url, &[("path", &path)], &[("file", Some("big.bin"), &data)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        std::fs::read(&target).expect("read") == data,
+        "multipart upload differs"
+    );
+
+    std::fs::write(&target, &old).expect("old");
+    let res = upload_octet(
+        url,
+        &[("path", &path)],
+        gzip(&data),
+        &[("Content-Encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        std::fs::read(&target).expect("read") == data,
+        "gzip upload differs"
+    );
+    assert!(temp_files(&dir).is_empty());
+}
+
 #[tokio::test]
 async fn download_errors_are_envd_json() {
     let (url, workdir) = agent();

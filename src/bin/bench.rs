@@ -541,13 +541,21 @@ mod files {
         let pid = agent.child.id();
         println!(
             "kernelbox-bench files: /files over loopback vs cp on the same disk ({}), warm cache; \
-             median of N; agent idle RSS {} KB",
+             median of N (CPU: ms per run, mean); agent idle RSS {} KB",
             workdir.display(),
             rss_kb(pid, "VmRSS:")
         );
         println!(
-            "{:<8} {:<16} {:>4} {:>10} {:>10} {:>8} {:>16}",
-            "size", "operation", "N", "ms", "MB/s", "vs cp", "agent peak RSS"
+            "{:<8} {:<16} {:>4} {:>10} {:>10} {:>8} {:>16} {:>10} {:>10}",
+            "size",
+            "operation",
+            "N",
+            "ms",
+            "MB/s",
+            "vs cp",
+            "agent peak RSS",
+            "agent CPU",
+            "client CPU"
         );
         for &size in sizes {
             let reps = runs.unwrap_or(if size >= 256 << 20 { 3 } else { 20 });
@@ -557,43 +565,55 @@ mod files {
             std::io::copy(&mut std::fs::File::open(&src)?, &mut std::io::sink())?;
             let dst = workdir.join("dst.bin");
 
-            let cp = median(reps, || {
-                let _ = std::fs::remove_file(&dst);
-                let t = Instant::now();
-                let ok = Command::new("cp").arg(&src).arg(&dst).status()?.success();
-                if !ok {
-                    return Err("cp failed".into());
-                }
-                Ok(t.elapsed().as_secs_f64())
-            })?;
-            row(size, "cp", reps, cp, cp, None);
+            let cp = measured(
+                None,
+                reps,
+                || drop(std::fs::remove_file(&dst)),
+                || {
+                    let t = Instant::now();
+                    let ok = Command::new("cp").arg(&src).arg(&dst).status()?.success();
+                    if !ok {
+                        return Err("cp failed".into());
+                    }
+                    Ok(t.elapsed().as_secs_f64())
+                },
+            )?;
+            row(size, "cp", &cp, cp.secs);
 
             let target = workdir.join("uploaded.bin");
             let path = target.to_string_lossy().to_string();
-            let (up, up_rss) = measured(pid, reps, || {
-                let _ = std::fs::remove_file(&target);
-                let t = Instant::now();
-                upload(&envd, &path, &src, size)?;
-                Ok(t.elapsed().as_secs_f64())
-            })?;
+            let up = measured(
+                Some(pid),
+                reps,
+                || drop(std::fs::remove_file(&target)),
+                || {
+                    let t = Instant::now();
+                    upload(&envd, &path, &src, size)?;
+                    Ok(t.elapsed().as_secs_f64())
+                },
+            )?;
             if std::fs::metadata(&target)?.len() != size as u64 {
                 return Err("upload wrote a wrong size".into());
             }
-            row(size, "upload", reps, up, cp, Some(up_rss));
+            row(size, "upload", &up, cp.secs);
 
             let src_path = src.to_string_lossy().to_string();
             for (name, gzip) in [("download", false), ("download gzip", true)] {
-                let (down, rss) = measured(pid, reps, || {
-                    let _ = std::fs::remove_file(&dst);
-                    let t = Instant::now();
-                    let n = download(&envd, &src_path, &dst, gzip)?;
-                    let elapsed = t.elapsed().as_secs_f64();
-                    if !gzip && n != size as u64 {
-                        return Err("download got a wrong size".into());
-                    }
-                    Ok(elapsed)
-                })?;
-                row(size, name, reps, down, cp, Some(rss));
+                let down = measured(
+                    Some(pid),
+                    reps,
+                    || drop(std::fs::remove_file(&dst)),
+                    || {
+                        let t = Instant::now();
+                        let n = download(&envd, &src_path, &dst, gzip)?;
+                        let elapsed = t.elapsed().as_secs_f64();
+                        if !gzip && n != size as u64 {
+                            return Err("download got a wrong size".into());
+                        }
+                        Ok(elapsed)
+                    },
+                )?;
+                row(size, name, &down, cp.secs);
             }
             let _ = std::fs::remove_file(&src);
             let _ = std::fs::remove_file(&dst);
@@ -603,50 +623,108 @@ mod files {
         Ok(())
     }
 
-    fn row(size: usize, op: &str, n: usize, secs: f64, cp: f64, rss: Option<u64>) {
-        let mbps = size as f64 / (1 << 20) as f64 / secs;
-        let rss = rss
+    fn row(size: usize, op: &str, m: &Measured, cp_secs: f64) {
+        let mbps = size as f64 / (1 << 20) as f64 / m.secs;
+        let rss = m
+            .peak_rss_kb
             .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
             .unwrap_or_default();
+        let agent_cpu = m
+            .agent_cpu_ms
+            .map(|ms| format!("{ms:.0}"))
+            .unwrap_or_default();
         println!(
-            "{:<8} {:<16} {:>4} {:>10.2} {:>10.0} {:>7.2}x {:>16}",
+            "{:<8} {:<16} {:>4} {:>10.2} {:>10.0} {:>7.2}x {:>16} {:>10} {:>10.0}",
             label(size),
             op,
-            n,
-            secs * 1000.0,
+            m.runs,
+            m.secs * 1000.0,
             mbps,
-            cp / secs,
-            rss
+            cp_secs / m.secs,
+            rss,
+            agent_cpu,
+            m.client_cpu_ms
         );
     }
 
-    /// The median of `reps` runs of `f`. Before each (untimed), the dirty pages that earlier runs
-    /// left are written back, so that no run pays for another's writes.
-    fn median(reps: usize, mut f: impl FnMut() -> Result<f64, BoxError>) -> Result<f64, BoxError> {
-        let mut times = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            // SAFETY: sync(2) takes no arguments and cannot fail.
-            unsafe { libc::sync() };
-            times.push(f()?);
-        }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+    /// One row's measures.
+    struct Measured {
+        runs: usize,
+        /// Median wall time.
+        secs: f64,
+        /// The agent's peak RSS over the runs (`VmHWM`, reset before each).
+        peak_rss_kb: Option<u64>,
+        /// The agent's user + system CPU per run (mean): unlike wall time, barely moved by the
+        /// other work sharing the machine's cores.
+        agent_cpu_ms: Option<f64>,
+        /// The client's CPU per run (mean): this process, plus `cp` itself for the cp row.
+        client_cpu_ms: f64,
     }
 
-    /// The median time, and the agent's peak RSS (KB) over the runs (`VmHWM`, reset before each).
+    /// `reps` runs of `f`, which returns its wall time. Before each, untimed and outside the
+    /// CPU counts: `prepare` (removing the previous run's output, whose unlink of 1 GB of page
+    /// cache costs this process more CPU than some transfers), then writing back the dirty pages
+    /// that earlier runs left, so that no run pays for another's writes.
     fn measured(
-        pid: u32,
+        agent: Option<u32>,
         reps: usize,
+        mut prepare: impl FnMut(),
         mut f: impl FnMut() -> Result<f64, BoxError>,
-    ) -> Result<(f64, u64), BoxError> {
+    ) -> Result<Measured, BoxError> {
+        let mut times = Vec::with_capacity(reps);
         let mut peak = 0;
-        let secs = median(reps, || {
-            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-            let t = f()?;
-            peak = peak.max(rss_kb(pid, "VmHWM:"));
-            Ok(t)
-        })?;
-        Ok((secs, peak))
+        let (mut agent_cpu, mut client_cpu) = (0.0, 0.0);
+        for _ in 0..reps {
+            prepare();
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            if let Some(pid) = agent {
+                let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+            }
+            let (agent_before, client_before) = (agent.map(cpu_ms), own_cpu_ms());
+            times.push(f()?);
+            client_cpu += own_cpu_ms() - client_before;
+            if let (Some(pid), Some(before)) = (agent, agent_before) {
+                agent_cpu += cpu_ms(pid) - before;
+                peak = peak.max(rss_kb(pid, "VmHWM:"));
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(Measured {
+            runs: reps,
+            secs: times[times.len() / 2],
+            peak_rss_kb: agent.map(|_| peak),
+            agent_cpu_ms: agent.map(|_| agent_cpu / reps as f64),
+            client_cpu_ms: client_cpu / reps as f64,
+        })
+    }
+
+    /// A process's user + system CPU so far, in ms (`/proc/PID/stat`, clock ticks).
+    fn cpu_ms(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let ticks: f64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        ticks * 1000.0 / hz
+    }
+
+    /// This process's CPU plus its waited-for children's (`cp`), in ms.
+    fn own_cpu_ms() -> f64 {
+        let used = |who| {
+            // SAFETY: getrusage fills the struct it is given; all-zero is a valid value for it.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(who, &mut ru) };
+            let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+            ms(ru.ru_utime) + ms(ru.ru_stime)
+        };
+        used(libc::RUSAGE_SELF) + used(libc::RUSAGE_CHILDREN)
     }
 
     /// A file of `size` bytes that no compressor shrinks much (an xorshift stream).
@@ -692,8 +770,8 @@ mod files {
              Content-Length: {size}\r\nConnection: close\r\n\r\n",
             query_path(path)
         )?;
-        let mut f = std::fs::File::open(src)?;
-        std::io::copy(&mut f, &mut s)?;
+        let f = std::fs::File::open(src)?;
+        send_file(&f, &s, size)?;
         let (status, _) = read_head(&mut s)?;
         if status != 200 {
             return Err(format!("upload answered {status}").into());
@@ -717,14 +795,66 @@ mod files {
             "GET /files?path={} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n",
             query_path(path)
         )?;
-        let (status, mut reader) = read_head(&mut s)?;
+        let (status, reader) = read_head(&mut s)?;
         if status != 200 {
             return Err(format!("download answered {status}").into());
         }
         let mut out = std::fs::File::create(dst)?;
         // A gzip reply is chunked; the bench only needs the bytes to flow, so its framing stays
         // in the file.
-        Ok(std::io::copy(&mut reader, &mut out)?)
+        let head = reader.buffer().to_vec();
+        out.write_all(&head)?;
+        let s = reader.into_inner();
+        let mut n = head.len() as u64;
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let k = s.read(&mut buf)?;
+            if k == 0 {
+                return Ok(n);
+            }
+            for piece in buf[..k].chunks(WRITE_PIECE) {
+                out.write_all(piece)?;
+            }
+            n += k as u64;
+        }
+    }
+
+    /// The download client's socket reads: large, so that few syscalls are needed.
+    const RECV_BUFFER: usize = 1 << 20;
+    /// The download client's file writes, as the agent's (`staged::WRITE_PIECE`): 128 KB or
+    /// more per write into a new file is several times slower on the reference machine. `cp`
+    /// writes page by page (`copy_file_range`), so this keeps the comparison about HTTP.
+    const WRITE_PIECE: usize = 64 << 10;
+
+    /// `len` bytes of `file` into the socket with `sendfile(2)`: the kernel hands the page
+    /// cache's pages to TCP, so the client costs little. (`std::io::copy` does not: it uses
+    /// `sendfile` only towards pipes, and reads and sends 8 KB at a time to a socket.)
+    fn send_file(file: &std::fs::File, s: &TcpStream, len: usize) -> Result<(), BoxError> {
+        use std::os::fd::AsRawFd;
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: both descriptors are open for the call; a null offset uses the file's.
+            let n = unsafe {
+                libc::sendfile(
+                    s.as_raw_fd(),
+                    file.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    left.min(1 << 30),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            if n == 0 {
+                return Err("the source file ended early".into());
+            }
+            left -= n as usize;
+        }
+        Ok(())
     }
 
     /// Reads a response head; returns the status and a reader positioned at the body.

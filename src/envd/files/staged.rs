@@ -41,9 +41,15 @@ use crate::envd::UPLOAD_TEMP_PREFIX;
 /// Chunks in flight between the request body and the disk thread: enough to keep both busy,
 /// few enough that memory stays flat whatever the upload's size.
 const CHANNEL_CHUNKS: usize = 16;
-/// Writes are gathered to this size (fewer syscalls for small HTTP chunks); also the gunzip
-/// output buffer.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// The most one `write(2)` to the file carries; small HTTP chunks are gathered up to it, larger
+/// ones are cut into pieces of it. Also the gunzip output buffer.
+///
+/// Not larger: a write of 128 KB or more lets ext4 put the new file's page cache in large folios,
+/// and on the reference machine (a Firecracker VM, kernel 6.18) filling those runs at 0.3–1 GB/s
+/// against ~4 GB/s for 64 KB writes (`dd if=/dev/zero bs=64K` vs `bs=128K` to a new file, 1 GB;
+/// the time is all in `copy_folio_from_iter_atomic`, so presumably the host backing fresh
+/// high-order guest pages). `cp` (`copy_file_range`) writes page by page and never meets it.
+pub const WRITE_PIECE: usize = 64 * 1024;
 /// Symlinks followed to find the file a path names (Linux's `MAXSYMLINKS`).
 const MAX_SYMLINKS: usize = 40;
 /// Magic numbers (`statfs.f_type`) of kernel pseudo file systems, written in place.
@@ -67,6 +73,9 @@ pub struct Destination {
     pub metadata: Arc<Metadata>,
     /// The request's `Content-Length`, for envd's "attempted to write N bytes" message.
     pub content_length: Option<u64>,
+    /// The file's exact size when the request tells it (an identity octet-stream body): the
+    /// temporary file's blocks are allocated up front (see [`preallocate`]).
+    pub exact_size: Option<u64>,
 }
 
 /// The body's encoding.
@@ -231,6 +240,9 @@ fn write(
         }
     })?;
     chown(&file, dest.uid, dest.gid)?;
+    if let Some(size) = dest.exact_size {
+        preallocate(&file, size).map_err(|e| write_error(&e, dest.content_length))?;
+    }
     copy_body(rx, encoding, &file, dest.content_length)?;
     let metadata_stored = set_metadata(&file, dest)?;
     if let Some(old) = &old {
@@ -340,6 +352,45 @@ impl Read for Chunks {
     }
 }
 
+/// Allocates the temporary file's blocks before the body arrives (`FALLOC_FL_KEEP_SIZE`: the
+/// size still grows with the writes, so a short body never shows as zeros). ext4 then writes
+/// the page cache into allocated, unwritten extents instead of reserving delayed allocation
+/// page by page: 1 GB in 64 KB writes took 0.13–0.14 s of system time against 0.22–0.37 s on
+/// the reference machine. A full disk is found before the first byte; file systems without
+/// `fallocate` just skip it.
+fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(size) else {
+        return Ok(());
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the descriptor is open for the call; fallocate touches no memory of ours.
+    if unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if is_no_space(&e) {
+        Err(e)
+    } else {
+        Ok(())
+    }
+}
+
+/// A failed write of the file, in envd's words.
+fn write_error(e: &io::Error, content_length: Option<u64>) -> FilesError {
+    if is_no_space(e) {
+        let base = "not enough disk space available";
+        FilesError::NoSpace(match content_length {
+            Some(n) if n > 0 => format!("attempted to write {n} bytes: {base}"),
+            _ => base.to_string(),
+        })
+    } else {
+        FilesError::Internal(format!("error writing file: {}", go_text(e)))
+    }
+}
+
 /// Streams the body into `file` (decompressing it if need be) and flushes it.
 fn copy_body(
     rx: mpsc::Receiver<Chunk>,
@@ -347,24 +398,14 @@ fn copy_body(
     file: &File,
     content_length: Option<u64>,
 ) -> Result<(), FilesError> {
-    let write_error = |e: io::Error| {
-        if is_no_space(&e) {
-            let base = "not enough disk space available";
-            FilesError::NoSpace(match content_length {
-                Some(n) if n > 0 => format!("attempted to write {n} bytes: {base}"),
-                _ => base.to_string(),
-            })
-        } else {
-            FilesError::Internal(format!("error writing file: {}", go_text(&e)))
-        }
-    };
+    let write_error = |e: io::Error| write_error(&e, content_length);
     let mut chunks = Chunks {
         rx,
         ended: false,
         abandoned: false,
         current: Bytes::new(),
     };
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut out = BufWriter::with_capacity(WRITE_PIECE, Pieces(file));
     match encoding {
         Encoding::Identity => {
             while let Some(data) = chunks.next() {
@@ -374,7 +415,7 @@ fn copy_body(
         Encoding::Gzip => {
             // Multi-member, as Go's gzip reader: concatenated gzip files are one body.
             let mut decoder = flate2::read::MultiGzDecoder::new(&mut chunks);
-            let mut buf = vec![0u8; WRITE_BUFFER];
+            let mut buf = vec![0u8; WRITE_PIECE];
             loop {
                 let n = match decoder.read(&mut buf) {
                     Ok(0) => break,
@@ -397,6 +438,19 @@ fn copy_body(
     }
     out.flush().map_err(write_error)?;
     Ok(())
+}
+
+/// A file written at most [`WRITE_PIECE`] bytes per `write(2)` (see there why).
+struct Pieces<'a>(&'a File);
+
+impl Write for Pieces<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.write(&data[..data.len().min(WRITE_PIECE)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 enum DirError {
@@ -469,6 +523,42 @@ fn on_pseudo_fs(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The preallocated blocks never show: the size is what was written, and the content is
+    /// exact across pieces and gathered small writes.
+    #[test]
+    fn preallocated_files_keep_the_written_size() {
+        let dir = std::env::temp_dir().join(format!("kb-staged-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        let file = File::create(&path).expect("create");
+        preallocate(&file, 4 * WRITE_PIECE as u64).expect("preallocate");
+        assert_eq!(file.metadata().expect("stat").len(), 0);
+        let big: Vec<u8> = (0..WRITE_PIECE * 2 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut out = BufWriter::with_capacity(WRITE_PIECE, Pieces(&file));
+        out.write_all(b"small").expect("small");
+        out.write_all(&big).expect("big");
+        out.flush().expect("flush");
+        drop(out);
+        let mut expected = b"small".to_vec();
+        expected.extend_from_slice(&big);
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pieces_never_exceed_a_piece() {
+        let dir = std::env::temp_dir().join(format!("kb-staged-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = File::create(dir.join("f")).expect("create");
+        let n = Pieces(&file)
+            .write(&vec![1u8; WRITE_PIECE * 3])
+            .expect("write");
+        assert_eq!(n, WRITE_PIECE);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn symlinks_are_followed_to_their_file() {

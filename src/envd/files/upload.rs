@@ -49,13 +49,15 @@ struct Request {
 }
 
 impl Request {
-    fn destination(&self, path: PathBuf) -> Destination {
+    /// Where one file goes; `exact_size` when the body is that file, byte for byte.
+    fn destination(&self, path: PathBuf, exact_size: Option<u64>) -> Destination {
         Destination {
             path,
             uid: self.caller.user.uid,
             gid: self.caller.user.gid,
             metadata: self.metadata.clone(),
             content_length: self.content_length,
+            exact_size,
         }
     }
 
@@ -113,11 +115,11 @@ pub async fn post_files(
             FilesError::BadRequest("path query parameter is required for raw body upload".into())
         })?;
         let path = resolve(&request.caller, raw)?;
-        let encoding = match coding {
-            Coding::Identity => Encoding::Identity,
-            Coding::Gzip => Encoding::Gzip,
+        let (encoding, exact_size) = match coding {
+            Coding::Identity => (Encoding::Identity, request.content_length),
+            Coding::Gzip => (Encoding::Gzip, None),
         };
-        let upload = Upload::start(request.destination(path.clone()), encoding);
+        let upload = Upload::start(request.destination(path.clone(), exact_size), encoding);
         let written = pump(body.into_data_stream(), upload).await?;
         vec![request.entry(&path, &written)]
     } else if media_type.starts_with("multipart/") {
@@ -190,7 +192,7 @@ async fn multipart(
         if entries.iter().any(|e| e.path == shown) {
             return Err(FilesError::BadRequest(conflict_message(&shown, &entries)));
         }
-        let upload = Upload::start(request.destination(path.clone()), Encoding::Identity);
+        let upload = Upload::start(request.destination(path.clone(), None), Encoding::Identity);
         let written = loop {
             match field.chunk().await {
                 Ok(Some(data)) => {
