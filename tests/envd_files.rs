@@ -1052,3 +1052,39 @@ async fn a_full_disk_is_507_and_leaves_the_old_file() {
     assert_eq!(std::fs::read(&target).expect("read"), b"small and old");
     assert!(temp_files(&dir).is_empty());
 }
+
+/// An upload refused before its body is read (no token here) still gets its reply to a client
+/// that is slow to send the body: the agent takes in up to 256 KB first, as Go's server does.
+/// Without that, the connection closed under the client while it was still sending, and the JS
+/// SDK reported `EPIPE` instead of the 401's `AuthenticationError`.
+#[test]
+fn a_refused_upload_is_answered_while_the_body_is_still_coming() {
+    let (url, workdir) = secured_agent();
+    let target = test_dir(workdir, "refused").join("never.bin");
+    let body = vec![b'x'; 128 * 1024];
+    let head = format!(
+        "POST /files?path={} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        target.display(),
+        body.len()
+    );
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(head.as_bytes()).expect("head");
+    // The reply is ready long before the body: give the agent time to send it (and to close the
+    // connection, if it does) before the body goes out in pieces.
+    std::thread::sleep(Duration::from_millis(300));
+    for piece in body.chunks(16 * 1024) {
+        stream
+            .write_all(piece)
+            .expect("the body is taken in, not refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reply = vec![0u8; 4096];
+    let n = stream.read(&mut reply).expect("the reply");
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(!target.exists());
+}

@@ -81,62 +81,136 @@ pub async fn post_files(
     uri: Uri,
     body: Body,
 ) -> Result<Json<Vec<WrittenEntry>>, FilesError> {
-    let query = FileQuery::parse(&uri)?;
-    let caller = authorise(&envd, &headers, &query, Operation::Write)?;
-    let coding = encoding::content_encoding(
-        headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map_err(|e| FilesError::BadRequest(format!("error decompressing request body: {e}")))?;
-    let metadata = metadata::from_headers(&headers)
-        .map_err(|e| FilesError::BadRequest(format!("invalid metadata: {e}")))?;
-    let request = Request {
-        caller,
-        metadata: Arc::new(metadata),
-        content_length: headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
-    };
-
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let entries = if media_type == "application/octet-stream" {
-        let raw = query.path.as_deref().ok_or_else(|| {
-            FilesError::BadRequest("path query parameter is required for raw body upload".into())
-        })?;
-        let path = resolve(&request.caller, raw)?;
-        let (encoding, exact_size) = match coding {
-            Coding::Identity => (Encoding::Identity, request.content_length),
-            Coding::Gzip => (Encoding::Gzip, None),
-        };
-        let upload = Upload::start(request.destination(path.clone(), exact_size), encoding);
-        let written = pump(body.into_data_stream(), upload).await?;
-        vec![request.entry(&path, &written)]
-    } else if media_type.starts_with("multipart/") {
-        if coding == Coding::Gzip {
-            // The SDKs compress only octet-stream bodies.
-            return Err(FilesError::BadRequest(
-                "error decompressing request body: gzip is supported for application/octet-stream uploads only"
-                    .into(),
-            ));
+    let plan = match Plan::of(&envd, &headers, &uri) {
+        Ok(plan) => plan,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
         }
-        multipart(&request, &query, content_type, body).await?
-    } else {
-        return Err(FilesError::BadRequest(format!(
-            "unsupported content type: {content_type}, expected multipart/form-data or application/octet-stream"
-        )));
+    };
+    let entries = match plan.kind {
+        Kind::Raw { path, encoding } => {
+            let exact_size = match encoding {
+                Encoding::Identity => plan.request.content_length,
+                Encoding::Gzip => None,
+            };
+            let dest = plan.request.destination(path.clone(), exact_size);
+            let written = pump(body.into_data_stream(), Upload::start(dest, encoding)).await?;
+            vec![plan.request.entry(&path, &written)]
+        }
+        Kind::Multipart { content_type } => {
+            multipart(&plan.request, &plan.query, &content_type, body).await?
+        }
     };
     Ok(Json(entries))
+}
+
+/// The most of an unread body taken in before an error reply, as Go's server does (256 KB), and
+/// for at most [`DRAIN_TIME`]: a client still sending its body when the reply comes and the
+/// connection closes sees a broken pipe instead of the reply (the JS SDK then reports `EPIPE`
+/// where it should report `AuthenticationError`).
+const DRAIN_BYTES: usize = 256 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut taken = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while taken < DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(data)) => taken += data.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
+/// An upload checked before its body is read.
+struct Plan {
+    query: FileQuery,
+    request: Request,
+    kind: Kind,
+}
+
+enum Kind {
+    Raw { path: PathBuf, encoding: Encoding },
+    Multipart { content_type: String },
+}
+
+impl Plan {
+    fn of(envd: &Envd, headers: &HeaderMap, uri: &Uri) -> Result<Plan, FilesError> {
+        let query = FileQuery::parse(uri)?;
+        let caller = authorise(envd, headers, &query, Operation::Write)?;
+        let coding = encoding::content_encoding(
+            headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map_err(|e| FilesError::BadRequest(format!("error decompressing request body: {e}")))?;
+        let metadata = metadata::from_headers(headers)
+            .map_err(|e| FilesError::BadRequest(format!("invalid metadata: {e}")))?;
+        let request = Request {
+            caller,
+            metadata: Arc::new(metadata),
+            content_length: headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        };
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let kind = Self::kind(&request, &query, content_type, coding)?;
+        Ok(Plan {
+            query,
+            request,
+            kind,
+        })
+    }
+
+    fn kind(
+        request: &Request,
+        query: &FileQuery,
+        content_type: &str,
+        coding: Coding,
+    ) -> Result<Kind, FilesError> {
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media_type == "application/octet-stream" {
+            let raw = query.path.as_deref().ok_or_else(|| {
+                FilesError::BadRequest(
+                    "path query parameter is required for raw body upload".into(),
+                )
+            })?;
+            let encoding = match coding {
+                Coding::Identity => Encoding::Identity,
+                Coding::Gzip => Encoding::Gzip,
+            };
+            let path = resolve(&request.caller, raw)?;
+            Ok(Kind::Raw { path, encoding })
+        } else if media_type.starts_with("multipart/") {
+            if coding == Coding::Gzip {
+                // The SDKs compress only octet-stream bodies.
+                return Err(FilesError::BadRequest(
+                    "error decompressing request body: gzip is supported for application/octet-stream uploads only"
+                        .into(),
+                ));
+            }
+            Ok(Kind::Multipart {
+                content_type: content_type.to_string(),
+            })
+        } else {
+            Err(FilesError::BadRequest(format!(
+                "unsupported content type: {content_type}, expected multipart/form-data or application/octet-stream"
+            )))
+        }
+    }
 }
 
 /// Feeds a body to an upload; a body that fails (the client went away) aborts it.
