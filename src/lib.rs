@@ -30,6 +30,7 @@ pub mod config;
 pub mod envd;
 pub mod interpreter;
 pub mod jupyter;
+pub mod sandbox;
 pub mod setup;
 pub mod sys;
 

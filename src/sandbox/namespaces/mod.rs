@@ -1,0 +1,790 @@
+//! The namespace backend: each sandbox is a process tree in its own user, mount, pid, net, ipc
+//! and uts namespaces, on an overlay root, in its own cgroups, with `kernelbox agent` as PID 1
+//! reached over a unix socket bound into the sandbox.
+//!
+//! # How a sandbox starts
+//! 1. The parent (root on the host) creates `<runtime>/<id>/{lower,upper,work,root,sock}` and
+//!    the agent's log, and the cgroups (with their limits) under its own ([`super::cgroup`]).
+//! 2. `clone(2)` with `CLONE_NEWUSER | NEWNS | NEWPID | NEWNET | NEWIPC | NEWUTS`. The child
+//!    waits on a pipe while the parent writes its `uid_map`/`gid_map` (root inside = the first id
+//!    of [`super::IdRange`] on the host; as host root the parent may write any range, so neither
+//!    `newuidmap` nor `/etc/subuid` is needed) and moves it into the cgroups, so everything it
+//!    ever forks is accounted and limited.
+//! 3. The child ([`child`]) builds the root *inside its own mount namespace*: overlay, read-only
+//!    binds, fresh `/proc`, a tmpfs `/dev` with bound device nodes and a new devpts instance,
+//!    tmpfs `/tmp` and `/dev/shm`, the socket dir and the agent binary; sets the hostname, brings
+//!    `lo` up, `pivot_root`s and detaches the host's tree, becomes root of its user namespace,
+//!    sets `no_new_privs`, and execs the agent. Nothing is ever mounted in the host's namespace,
+//!    so nothing there needs unmounting: the sandbox's mounts vanish with its last process.
+//!
+//! # What this machine kind allows (kernel 6.18, cgroup v1 hybrid, root), found while writing it
+//! - Overlayfs mounts inside a user namespace (kernel ≥ 5.11) with `userxattr`. The child mounts
+//!   while it still has its host credentials (uid 0, but capabilities only in the new user
+//!   namespace): path lookups to the sandbox dir under a 0700 `/root` succeed because uid 0 owns
+//!   it, and the mount's creator credentials hold `CAP_CHOWN`/`CAP_DAC_OVERRIDE` for the
+//!   sandbox's mapped ids. Upper, work and the skeleton layer are therefore owned by the range's
+//!   first id (root inside); files of host layers (host root, unmapped) appear as `nobody` inside
+//!   and are read-only to the sandbox. Shared template layers will need idmapped mounts
+//!   (`mount_setattr(MOUNT_ATTR_IDMAP)`, which this kernel supports) instead of a chown.
+//! - A fresh `/proc` mounts in the new pid namespace because the host's `/proc` has no
+//!   over-mounts (the kernel refuses a userns proc mount that would reveal hidden paths).
+//! - Device nodes cannot be created in a user namespace; binding the host's nodes works.
+//! - Read-only remounts of binds must repeat the source's locked flags (nosuid, nodev, noexec,
+//!   atime): [`child::Step::Bind`] copies them from `statvfs`.
+//!
+//! # Clean-up by ownership
+//! [`Resources`] holds what a sandbox took (init pid, cgroups, directory) and gives it back on
+//! drop, so a spawn that fails half-way, a `kill`, and dropping the backend all free the same way.
+
+mod child;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::cgroup::Cgroups;
+use super::rootfs::{Bind, RootfsPlan};
+use super::{Backend, IdRange, SandboxError, SandboxHandle, SandboxId, SandboxSpec, Usage};
+use child::{Plan, Step};
+
+/// Where the sandbox sees its agent binary, its socket folder, and its writable
+/// `$KERNELBOX_HOME` (the agent's runtime files; the host's is bound read-only).
+const AGENT_EXE: &str = "/opt/kernelbox/bin/kernelbox";
+const SOCKET_DIR: &str = "/run/kernelbox";
+const SOCKET_NAME: &str = "agent.sock";
+const AGENT_HOME: &str = "/var/lib/kernelbox";
+/// How long `kill` keeps SIGKILLing a sandbox's cgroup before it reports the sandbox unkillable.
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Which root filesystem a sandbox gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// The stand-in for templates: a skeleton layer made per sandbox plus read-only binds of the
+    /// host's programs ([`RootfsPlan::host_minimal`]); kernels come from the host's
+    /// `$KERNELBOX_HOME`.
+    HostMinimal,
+    /// Given layers and binds (templates).
+    Plan(RootfsPlan),
+}
+
+/// The namespace backend. Sandboxes live under `runtime_dir` (one folder each); dropping the
+/// backend kills the ones it still runs.
+pub struct NamespaceBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime_dir: PathBuf,
+    /// The host's `$KERNELBOX_HOME` (bound read-only by [`Rootfs::HostMinimal`]).
+    home: PathBuf,
+    rootfs: Rootfs,
+    sandboxes: Mutex<HashMap<SandboxId, Running>>,
+}
+
+struct Running {
+    handle: SandboxHandle,
+    resources: Resources,
+}
+
+impl NamespaceBackend {
+    /// Sandboxes under `$KERNELBOX_HOME/sandboxes`, on the host-minimal root.
+    pub fn new(home: &Path) -> NamespaceBackend {
+        Self::with(home.join("sandboxes"), home, Rootfs::HostMinimal)
+    }
+
+    /// Sandbox folders under `runtime_dir` (tests: a folder of their own), `home` = the host's
+    /// `$KERNELBOX_HOME`, and the default root filesystem.
+    pub fn with(runtime_dir: PathBuf, home: &Path, rootfs: Rootfs) -> NamespaceBackend {
+        NamespaceBackend {
+            inner: Arc::new(Inner {
+                runtime_dir,
+                home: home.to_path_buf(),
+                rootfs,
+                sandboxes: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The cgroup folders of a running sandbox (one per v1 hierarchy).
+    pub fn cgroup_paths(&self, id: &SandboxId) -> Option<Vec<PathBuf>> {
+        let map = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let running = map.get(id)?;
+        running.resources.cgroups.as_ref().map(Cgroups::paths)
+    }
+}
+
+impl Inner {
+    fn spawn_blocking(&self, spec: SandboxSpec) -> Result<SandboxHandle, SandboxError> {
+        {
+            let map = self.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
+            if map.contains_key(&spec.id) {
+                return Err(SandboxError::Exists(spec.id));
+            }
+        }
+        create_dir(&self.runtime_dir, 0o711)?;
+        let dir = self.runtime_dir.join(spec.id.as_str());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::Exists(spec.id))
+            }
+            Err(e) => return Err(SandboxError::io("create", &dir, e)),
+        }
+        let mut resources = Resources {
+            dir: Some(dir.clone()),
+            cgroups: None,
+            init: None,
+        };
+        // Host root and the sandbox's root only.
+        set_mode(&dir, 0o700)?;
+        let owner = spec.ids.first;
+        chown(&dir, owner)?;
+        let rootfs = match (&spec.rootfs, &self.rootfs) {
+            (Some(plan), _) | (None, Rootfs::Plan(plan)) => plan.clone(),
+            (None, Rootfs::HostMinimal) => {
+                let lower = dir.join("lower");
+                let plan = RootfsPlan::host_minimal(&lower, &self.home, &spec.hostname)?;
+                chown_tree(&lower, owner)?;
+                plan
+            }
+        };
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        let root = dir.join("root");
+        let sock = dir.join("sock");
+        for d in [&upper, &work, &sock] {
+            create_dir(d, 0o755)?;
+            chown(d, owner)?;
+        }
+        create_dir(&root, 0o755)?;
+        // Mount points of what every sandbox gets, made in the upper dir so they exist whatever
+        // the layers hold.
+        for d in [
+            SOCKET_DIR,
+            AGENT_HOME,
+            "/opt/kernelbox/bin",
+            "/root",
+            "/tmp",
+            "/proc",
+            "/dev",
+        ] {
+            let path = upper.join(d.trim_start_matches('/'));
+            create_dir_all_owned(&upper, &path, owner)?;
+        }
+        let exe_point = upper.join(AGENT_EXE.trim_start_matches('/'));
+        std::fs::write(&exe_point, b"").map_err(|e| SandboxError::io("create", &exe_point, e))?;
+        let log_path = dir.join("agent.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| SandboxError::io("create", &log_path, e))?;
+
+        resources.cgroups = Some(Cgroups::create(&spec.id, &spec.limits)?);
+
+        let (go_read, go_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let plan = self.plan(&spec, &rootfs, &dir, &log, &go_read, &err_write)?;
+        let exec = child::ExecArgs::new(&plan);
+
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        // SAFETY: a fork-like clone (no new stack, no shared memory); the child runs only
+        // `child::run`, which makes system calls over data prepared above and never returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            // SAFETY: we are the child of the clone above.
+            unsafe { child::run(&plan, &exec) }
+        }
+        if pid < 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS) => {
+                    SandboxError::NamespacesUnavailable(err)
+                }
+                _ => SandboxError::Setup {
+                    step: "clone".into(),
+                    source: err,
+                },
+            });
+        }
+        let pid = pid as libc::pid_t;
+        resources.init = Some(pid);
+        drop(go_read);
+        drop(err_write);
+        drop(log);
+
+        write_id_map(pid, "uid_map", spec.ids)?;
+        write_id_map(pid, "gid_map", spec.ids)?;
+        if let Some(cgroups) = &resources.cgroups {
+            cgroups.add(pid as u32)?;
+        }
+        let mut go = std::fs::File::from(go_write);
+        go.write_all(b"g").map_err(|e| SandboxError::Setup {
+            step: "start the child".into(),
+            source: e,
+        })?;
+        drop(go);
+
+        // EOF: the agent was exec'd. Eight bytes: (step, errno) of the first failure.
+        let mut report = Vec::new();
+        let mut err_file = std::fs::File::from(err_read);
+        err_file
+            .read_to_end(&mut report)
+            .map_err(|e| SandboxError::Setup {
+                step: "read the child's report".into(),
+                source: e,
+            })?;
+        if report.len() >= 8 {
+            let index = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            let step = match index {
+                child::STEP_WAIT => "waiting for the parent".to_string(),
+                child::STEP_EXEC => format!("exec of the agent ({AGENT_EXE})"),
+                i => plan
+                    .steps
+                    .get(i as usize)
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_else(|| format!("step {i}")),
+            };
+            return Err(SandboxError::Setup {
+                step,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+
+        let handle = SandboxHandle {
+            id: spec.id.clone(),
+            agent_socket: sock.join(SOCKET_NAME),
+            init_pid: pid as u32,
+            dir,
+        };
+        let mut map = self.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            spec.id,
+            Running {
+                handle: handle.clone(),
+                resources,
+            },
+        );
+        Ok(handle)
+    }
+
+    /// The child's steps, paths and arguments, all prepared here (the child cannot allocate).
+    fn plan(
+        &self,
+        spec: &SandboxSpec,
+        rootfs: &RootfsPlan,
+        dir: &Path,
+        log: &std::fs::File,
+        go_read: &OwnedFd,
+        err_write: &OwnedFd,
+    ) -> Result<Plan, SandboxError> {
+        // Relative to the sandbox folder, the child's working directory during set-up.
+        let root = PathBuf::from("root");
+        let inside = |p: &str| root.join(p.trim_start_matches('/'));
+        let mut steps: Vec<(String, Step)> = Vec::new();
+        let mount = |source: Option<&str>,
+                     target: &Path,
+                     fstype: Option<&str>,
+                     flags: libc::c_ulong,
+                     data: Option<&str>|
+         -> Result<Step, SandboxError> {
+            Ok(Step::Mount {
+                source: source.map(cstr).transpose()?,
+                target: path_cstr(target)?,
+                fstype: fstype.map(cstr).transpose()?,
+                flags,
+                data: data.map(cstr).transpose()?,
+            })
+        };
+        steps.push((
+            "make the mount tree private".into(),
+            mount(
+                None,
+                Path::new("/"),
+                None,
+                libc::MS_REC | libc::MS_PRIVATE,
+                None,
+            )?,
+        ));
+        // Host paths are opened by the child itself, still with its host credentials (so the
+        // way there may pass a 0700 `/root`) and in its own mount namespace (a descriptor the
+        // parent opened would name the host's mounts, which the kernel refuses as bind sources
+        // or overlay layers in another namespace), each onto a descriptor number chosen here,
+        // so later steps name it as `/proc/self/fd/N` (the host's /proc until pivot_root),
+        // which follows the open file without looking its path up again. Then the child
+        // becomes root of its user namespace, so the overlay's creator credentials (which make
+        // its work dir and copy files up) are ids the namespace maps.
+        let mut next_slot = log.as_raw_fd().max(go_read.as_raw_fd()).max(err_write.as_raw_fd()) + 1;
+        let mut opens = Vec::new();
+        let mut host_path = |path: &Path| -> Result<PathBuf, SandboxError> {
+            let slot = next_slot;
+            next_slot += 1;
+            opens.push((
+                format!("open {}", path.display()),
+                Step::OpenPath {
+                    path: path_cstr(path)?,
+                    slot,
+                },
+            ));
+            Ok(PathBuf::from(format!("/proc/self/fd/{slot}")))
+        };
+        let dir_alias = host_path(dir)?;
+        let mut lower = Vec::new();
+        for layer in &rootfs.layers {
+            let path = match layer.strip_prefix(dir) {
+                Ok(rel) => rel.to_path_buf(),
+                Err(_) => host_path(layer)?,
+            };
+            lower.push(overlay_path(&path)?);
+        }
+        let sock = dir.join("sock");
+        let fixed = [
+            Bind {
+                source: spec.agent_binary.clone(),
+                target: AGENT_EXE.into(),
+                writable: false,
+            },
+            Bind {
+                source: sock,
+                target: SOCKET_DIR.into(),
+                writable: true,
+            },
+        ];
+        let mut binds = Vec::new();
+        for bind in rootfs.binds.iter().chain(&fixed) {
+            let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
+            binds.push((
+                format!("bind {} at {}", bind.source.display(), bind.target.display()),
+                Step::Bind {
+                    source: path_cstr(&host_path(&bind.source)?)?,
+                    target: path_cstr(&target)?,
+                    writable: bind.writable,
+                },
+            ));
+        }
+        steps.append(&mut opens);
+        steps.push(("become root of the user namespace".into(), Step::BecomeRoot));
+        steps.push((
+            format!("enter {}", dir.display()),
+            Step::Chdir(path_cstr(&dir_alias)?),
+        ));
+        if lower.is_empty() {
+            return Err(SandboxError::Unsupported(
+                "a root filesystem needs at least one layer".into(),
+            ));
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr",
+            lower.join(":"),
+            overlay_path(Path::new("upper"))?,
+            overlay_path(Path::new("work"))?,
+        );
+        steps.push((
+            format!("mount the overlay root ({options})"),
+            mount(Some("overlay"), &root, Some("overlay"), 0, Some(&options))?,
+        ));
+        steps.append(&mut binds);
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        steps.push((
+            "mount /proc".into(),
+            mount(
+                Some("proc"),
+                &inside("/proc"),
+                Some("proc"),
+                nosuid_nodev_noexec,
+                None,
+            )?,
+        ));
+        steps.push((
+            "mount /dev".into(),
+            mount(
+                Some("tmpfs"),
+                &inside("/dev"),
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                Some("mode=755,size=64k"),
+            )?,
+        ));
+        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let target = inside(&format!("/dev/{node}"));
+            steps.push((
+                format!("mount point /dev/{node}"),
+                Step::Touch(path_cstr(&target)?),
+            ));
+            steps.push((
+                format!("bind /dev/{node}"),
+                Step::Bind {
+                    source: cstr(&format!("/dev/{node}"))?,
+                    target: path_cstr(&target)?,
+                    writable: true,
+                },
+            ));
+        }
+        for d in ["/dev/pts", "/dev/shm"] {
+            steps.push((format!("mkdir {d}"), Step::Mkdir(path_cstr(&inside(d))?)));
+        }
+        steps.push((
+            "mount /dev/pts".into(),
+            mount(
+                Some("devpts"),
+                &inside("/dev/pts"),
+                Some("devpts"),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=620,gid=5"),
+            )?,
+        ));
+        steps.push((
+            "mount /dev/shm".into(),
+            mount(
+                Some("tmpfs"),
+                &inside("/dev/shm"),
+                Some("tmpfs"),
+                nosuid_nodev_noexec,
+                Some("mode=1777"),
+            )?,
+        ));
+        for (link, target) in [
+            ("/dev/ptmx", "pts/ptmx"),
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+        ] {
+            steps.push((
+                format!("link {link}"),
+                Step::Symlink {
+                    target: cstr(target)?,
+                    link: path_cstr(&inside(link))?,
+                },
+            ));
+        }
+        steps.push((
+            "mount /tmp".into(),
+            mount(
+                Some("tmpfs"),
+                &inside("/tmp"),
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some("mode=1777"),
+            )?,
+        ));
+        steps.push((
+            "set the hostname".into(),
+            Step::Hostname(cstr(&spec.hostname)?),
+        ));
+        steps.push(("bring up lo".into(), Step::LoopbackUp));
+        steps.push(("pivot_root".into(), Step::PivotRoot(path_cstr(&root)?)));
+        steps.push(("set no_new_privs".into(), Step::NoNewPrivs));
+
+        let mut argv = vec![
+            "kernelbox".to_string(),
+            "agent".into(),
+            "--addr".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "--envd-port".into(),
+            "0".into(),
+            "--unix-socket".into(),
+            format!("{SOCKET_DIR}/{SOCKET_NAME}"),
+            "--workdir".into(),
+            "/root".into(),
+        ];
+        if spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal {
+            argv.push("--kernels-dir".into());
+            argv.push(self.home.join("kernels").display().to_string());
+        }
+        argv.extend(spec.agent_args.iter().cloned());
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+            ("HOME".into(), "/root".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("KERNELBOX_HOME".into(), AGENT_HOME.into()),
+        ];
+        env.extend(spec.env.iter().cloned());
+        Ok(Plan {
+            steps,
+            exe: cstr(AGENT_EXE)?,
+            argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            envp: env
+                .iter()
+                .map(|(k, v)| cstr(&format!("{k}={v}")))
+                .collect::<Result<_, _>>()?,
+            log_fd: log.as_raw_fd(),
+            go_fd: go_read.as_raw_fd(),
+            err_fd: err_write.as_raw_fd(),
+        })
+    }
+}
+
+impl Backend for NamespaceBackend {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    fn spawn(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxHandle, SandboxError>> {
+        Box::pin(async move {
+            // Blocking file-system and cgroup work (and a short wait for the child's report):
+            // off the async threads. `clone` from a blocking-pool thread is fine because the
+            // sandbox is not tied to the spawning thread (no PR_SET_PDEATHSIG).
+            let inner = Arc::clone(&self.inner);
+            tokio::task::spawn_blocking(move || inner.spawn_blocking(spec))
+                .await
+                .map_err(|e| SandboxError::Setup {
+                    step: "spawn task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a SandboxId) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let running = {
+                let mut map = self
+                    .inner
+                    .sandboxes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                map.remove(id)
+            };
+            let Some(mut running) = running else {
+                return Err(SandboxError::NotFound(id.clone()));
+            };
+            tokio::task::spawn_blocking(move || running.resources.release())
+                .await
+                .map_err(|e| SandboxError::Setup {
+                    step: "kill task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+        })
+    }
+
+    fn usage<'a>(&'a self, id: &'a SandboxId) -> BoxFuture<'a, Result<Usage, SandboxError>> {
+        Box::pin(async move {
+            let map = self
+                .inner
+                .sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let running = map
+                .get(id)
+                .ok_or_else(|| SandboxError::NotFound(id.clone()))?;
+            match &running.resources.cgroups {
+                Some(c) => Ok(c.usage()?),
+                None => Err(SandboxError::NotFound(id.clone())),
+            }
+        })
+    }
+
+    fn list(&self) -> Vec<SandboxHandle> {
+        let map = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.values().map(|r| r.handle.clone()).collect()
+    }
+}
+
+impl Drop for NamespaceBackend {
+    fn drop(&mut self) {
+        let mut map = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, mut running) in map.drain() {
+            if let Err(e) = running.resources.release() {
+                tracing::warn!("sandbox {}: {e}", running.handle.id);
+            }
+        }
+    }
+}
+
+/// What one sandbox holds on the host; [`Resources::release`] (or drop) gives it all back, in
+/// order: every process (init first: its pid namespace takes the rest with it; then whatever the
+/// cgroup still lists), the cgroups, any mount under the sandbox folder, the folder.
+struct Resources {
+    dir: Option<PathBuf>,
+    cgroups: Option<Cgroups>,
+    init: Option<libc::pid_t>,
+}
+
+impl Resources {
+    fn release(&mut self) -> Result<(), SandboxError> {
+        let mut first_error = None;
+        if let Some(pid) = self.init {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(cgroups) = self.cgroups.take() {
+            if let Err(e) = cgroups.destroy(KILL_PATIENCE) {
+                first_error.get_or_insert(SandboxError::from(e));
+            }
+        }
+        if let Some(pid) = self.init.take() {
+            let mut status = 0;
+            // SAFETY: reaps our own (now killed) child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        if let Some(dir) = self.dir.take() {
+            unmount_under(&dir);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    first_error.get_or_insert(SandboxError::io("remove", &dir, e));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!("sandbox clean-up: {e}");
+        }
+    }
+}
+
+/// Detaches any mount whose mount point lies under `dir` in this (the host's) namespace.
+/// Normally there are none (the sandbox mounts in its own namespace); this keeps `kill` total
+/// should a later slice mount on the host side.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = CString::new(p) {
+            // SAFETY: umount2 with a valid C string.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn write_id_map(pid: libc::pid_t, file: &str, ids: IdRange) -> Result<(), SandboxError> {
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    std::fs::write(&path, format!("0 {} {}\n", ids.first, ids.count))
+        .map_err(|e| SandboxError::io("write", &path, e))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SandboxError::io(
+            "pipe",
+            Path::new(""),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cstr(s: &str) -> Result<CString, SandboxError> {
+    CString::new(s).map_err(|_| SandboxError::Unsupported(format!("NUL byte in {s:?}")))
+}
+
+fn path_cstr(p: &Path) -> Result<CString, SandboxError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| SandboxError::Unsupported(format!("NUL byte in {}", p.display())))
+}
+
+/// A path as overlayfs options take it: `,` and `:` separate options and layers.
+fn overlay_path(p: &Path) -> Result<String, SandboxError> {
+    let s = p.to_str().unwrap_or("");
+    if s.is_empty() || s.contains([',', ':', '\\']) {
+        return Err(SandboxError::Unsupported(format!(
+            "overlay layer path {} must be UTF-8 without ',' ':' or '\\'",
+            p.display()
+        )));
+    }
+    Ok(s.to_string())
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<(), SandboxError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => set_mode(dir, mode),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(SandboxError::io("create", dir, e)),
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), SandboxError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| SandboxError::io("chmod", path, e))
+}
+
+fn chown(path: &Path, id: u32) -> Result<(), SandboxError> {
+    std::os::unix::fs::lchown(path, Some(id), Some(id))
+        .map_err(|e| SandboxError::io("chown", path, e))
+}
+
+/// `mkdir -p` below `base`, each new folder owned by `id` (root inside).
+fn create_dir_all_owned(base: &Path, path: &Path, id: u32) -> Result<(), SandboxError> {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    let mut cur = base.to_path_buf();
+    for part in rel.components() {
+        cur.push(part);
+        if !cur.exists() {
+            create_dir(&cur, 0o755)?;
+            chown(&cur, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Chowns a tree (links themselves, not their targets) to `id`.
+fn chown_tree(dir: &Path, id: u32) -> Result<(), SandboxError> {
+    chown(dir, id)?;
+    let entries = std::fs::read_dir(dir).map_err(|e| SandboxError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SandboxError::io("list", dir, e))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir {
+            chown_tree(&path, id)?;
+        } else {
+            chown(&path, id)?;
+        }
+    }
+    Ok(())
+}

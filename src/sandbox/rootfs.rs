@@ -1,0 +1,182 @@
+//! A sandbox's root filesystem, as a plan the backend carries out inside the sandbox's mount
+//! namespace: an overlay of read-only lower *layers* under a per-sandbox upper dir, then read-only
+//! *binds* of host paths over the merged tree.
+//!
+//! Today's only plan, [`RootfsPlan::host_minimal`], is a stand-in for templates: one small layer
+//! (mount points, the `/bin -> usr/bin` style links, `/etc/hostname` and `/etc/hosts`) plus binds
+//! of the host's `/usr`, the pieces of `/etc` programs need (users, the dynamic linker's cache,
+//! TLS roots), and `$KERNELBOX_HOME` so kernels installed on the host are reachable. A template
+//! built with debootstrap replaces all of it with `layers = [template layers…]`, `binds = []`:
+//! nothing else in the backend changes.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::SandboxError;
+
+/// A host path bound over a path of the merged root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Path on the host (a file or a directory).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox; its mount point must exist in a layer (or is created in
+    /// the upper dir by the backend).
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+/// Layers and binds that make a sandbox's `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsPlan {
+    /// Read-only lower layers, topmost first (overlayfs `lowerdir` order). Never written to;
+    /// several sandboxes may share them.
+    pub layers: Vec<PathBuf>,
+    /// Read-only (unless `writable`) binds over the merged root, in order.
+    pub binds: Vec<Bind>,
+}
+
+/// Host directories a process needs to run at all; `/bin`, `/lib`… are links into `/usr` on a
+/// merged-/usr host (Debian 12) and are then recreated as links, not bound.
+const HOST_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// Pieces of the host's `/etc` that programs read: users and groups (envd resolves users), name
+/// service and linker configuration, TLS roots, time zone, shell start-up, Debian alternatives
+/// (many `/usr/bin` commands link through them).
+const HOST_ETC: &[&str] = &[
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "localtime",
+    "profile",
+    "profile.d",
+    "bash.bashrc",
+    "environment",
+];
+
+/// Empty directories of the skeleton (mount points and the usual top level).
+const SKELETON_DIRS: &[&str] = &[
+    "proc", "dev", "sys", "tmp", "etc", "root", "home", "run", "var/tmp", "opt", "mnt",
+];
+
+impl RootfsPlan {
+    /// The stand-in for a template: writes the skeleton layer into `layer_dir` (created; owned
+    /// by host root, world-readable) and binds the host's programs read-only. `home` is
+    /// `$KERNELBOX_HOME`, bound at the same path so kernelspecs that name absolute paths work.
+    pub fn host_minimal(
+        layer_dir: &Path,
+        home: &Path,
+        hostname: &str,
+    ) -> Result<RootfsPlan, SandboxError> {
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p).map_err(|e| SandboxError::io("create", p, e))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| SandboxError::io("chmod", p, e))
+        };
+        mkdir(layer_dir)?;
+        for dir in SKELETON_DIRS {
+            mkdir(&layer_dir.join(dir))?;
+        }
+        let tmp = layer_dir.join("var/tmp");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            .map_err(|e| SandboxError::io("chmod", &tmp, e))?;
+        let mut binds = Vec::new();
+        for dir in HOST_DIRS {
+            let host = Path::new(dir);
+            let inside = layer_dir.join(dir.trim_start_matches('/'));
+            match std::fs::symlink_metadata(host) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(host)
+                        .map_err(|e| SandboxError::io("readlink", host, e))?;
+                    symlink(&target, &inside)
+                        .map_err(|e| SandboxError::io("symlink", &inside, e))?;
+                }
+                Ok(m) if m.is_dir() => {
+                    mkdir(&inside)?;
+                    binds.push(Bind {
+                        source: host.to_path_buf(),
+                        target: host.to_path_buf(),
+                        writable: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for name in HOST_ETC {
+            let host = Path::new("/etc").join(name);
+            let inside = layer_dir.join("etc").join(name);
+            match std::fs::metadata(&host) {
+                Ok(m) if m.is_dir() => mkdir(&inside)?,
+                Ok(_) => write_file(&inside, b"")?,
+                Err(_) => continue,
+            }
+            binds.push(Bind {
+                source: host.clone(),
+                target: host,
+                writable: false,
+            });
+        }
+        write_file(
+            &layer_dir.join("etc/hostname"),
+            format!("{hostname}\n").as_bytes(),
+        )?;
+        write_file(
+            &layer_dir.join("etc/hosts"),
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n").as_bytes(),
+        )?;
+        // $KERNELBOX_HOME at its host path (its mount point: every folder down to it).
+        if home.is_absolute() && home.is_dir() {
+            mkdir(&layer_dir.join(home.strip_prefix("/").unwrap_or(home)))?;
+            binds.push(Bind {
+                source: home.to_path_buf(),
+                target: home.to_path_buf(),
+                writable: false,
+            });
+        }
+        Ok(RootfsPlan {
+            layers: vec![layer_dir.to_path_buf()],
+            binds,
+        })
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<(), SandboxError> {
+    std::fs::write(path, contents).map_err(|e| SandboxError::io("write", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| SandboxError::io("chmod", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_minimal_lays_out_mount_points_links_and_binds() {
+        let dir = std::env::temp_dir().join(format!("kb-rootfs-{}", std::process::id()));
+        let home = std::env::temp_dir();
+        let plan = RootfsPlan::host_minimal(&dir.join("layer"), &home, "sbx").expect("plan");
+        assert_eq!(plan.layers, vec![dir.join("layer")]);
+        assert!(plan
+            .binds
+            .iter()
+            .any(|b| b.target == Path::new("/usr") && !b.writable));
+        assert!(plan.binds.iter().any(|b| b.target == home));
+        for b in &plan.binds {
+            let point = dir
+                .join("layer")
+                .join(b.target.strip_prefix("/").expect("abs"));
+            assert!(point.exists(), "mount point {}", point.display());
+        }
+        let hostname = std::fs::read_to_string(dir.join("layer/etc/hostname")).expect("hostname");
+        assert_eq!(hostname, "sbx\n");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}

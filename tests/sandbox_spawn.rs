@@ -1,0 +1,455 @@
+//! The namespace backend against the real kernel: a sandbox starts with `kernelbox agent` as its
+//! init, answers over its unix socket, is isolated (each probe below names what it reads and what
+//! it expects), holds its cgroup limits, and leaves nothing behind when killed or when its
+//! start-up fails.
+//!
+//! Needs root (namespaces, cgroups). Skips with a printed reason where the kernel refuses
+//! namespaces.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use kernelbox::sandbox::{
+    Backend, IdRange, Limits, NamespaceBackend, Rootfs, SandboxError, SandboxHandle, SandboxId,
+    SandboxSpec,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IDS: IdRange = IdRange {
+    first: 100_000,
+    count: 65_536,
+};
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: Some(256 * 1024 * 1024),
+        cpus: Some(1.5),
+        cpu_shares: Some(512),
+        pids: Some(128),
+    }
+}
+
+/// A backend whose sandbox folders live in a folder of this test's own.
+fn backend(name: &str) -> (NamespaceBackend, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("kb-sandbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let backend =
+        NamespaceBackend::with(dir.clone(), &kernelbox::config::home(), Rootfs::HostMinimal);
+    (backend, dir)
+}
+
+fn spec(id: &SandboxId) -> SandboxSpec {
+    SandboxSpec {
+        id: id.clone(),
+        hostname: format!("sbx-{id}"),
+        rootfs: None,
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_kernelbox")),
+        // No kernels: this test is about the sandbox, not the interpreter.
+        agent_args: vec!["--default-languages=".into()],
+        env: vec![("RUST_LOG".into(), "kernelbox=info".into())],
+        limits: limits(),
+        ids: IDS,
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Spawns, or returns `None` (after saying why) where this host cannot run sandboxes.
+async fn spawn_or_skip(backend: &NamespaceBackend, spec: SandboxSpec) -> Option<SandboxHandle> {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return None;
+    }
+    match backend.spawn(spec).await {
+        Ok(handle) => Some(handle),
+        Err(SandboxError::NamespacesUnavailable(e)) => {
+            eprintln!("skipped: the kernel refuses namespaces: {e}");
+            None
+        }
+        Err(e) => panic!("spawn: {e}"),
+    }
+}
+
+/// One HTTP/1.1 exchange over the agent's unix socket: (status, body), de-chunked.
+async fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    let status = head[9..12].parse().expect("status");
+    let mut rest = &answer[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, rest.to_vec());
+    }
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("utf-8").trim(), 16)
+                .expect("hex size");
+        if size == 0 {
+            return (status, out);
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[eol + 2 + size + 2..];
+    }
+}
+
+/// Waits until the agent answers `GET /health` with 204 over its socket.
+async fn wait_healthy(handle: &SandboxHandle) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if handle.agent_socket.exists() {
+            let probe = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut stream = tokio::net::UnixStream::connect(&handle.agent_socket).await?;
+                stream
+                    .write_all(
+                        b"GET /health HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n",
+                    )
+                    .await?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await?;
+                std::io::Result::Ok(answer)
+            })
+            .await;
+            if let Ok(Ok(answer)) = probe {
+                assert!(
+                    answer.starts_with(b"HTTP/1.1 204"),
+                    "{}",
+                    String::from_utf8_lossy(&answer)
+                );
+                return;
+            }
+        }
+        let log = std::fs::read_to_string(handle.dir.join("agent.log")).unwrap_or_default();
+        assert!(
+            Path::new(&format!("/proc/{}", handle.init_pid)).exists()
+                && !is_zombie(handle.init_pid),
+            "the sandbox's agent died; its log:\n{log}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no /health within 60 s; agent log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+/// Runs `script` with `/bin/sh -c` through envd's Process API over the socket; its stdout.
+async fn sh(handle: &SandboxHandle, script: &str) -> String {
+    let message = json!({"process": {"cmd": "/bin/sh", "args": ["-c", script]}, "stdin": false});
+    let json = message.to_string().into_bytes();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    body.extend_from_slice(&json);
+    let (status, answer) = http(
+        &handle.agent_socket,
+        "POST",
+        "/process.Process/Start",
+        &[
+            ("Content-Type", "application/connect+json"),
+            ("Connect-Protocol-Version", "1"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut rest = &answer[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let m: Value = serde_json::from_slice(&rest[5..5 + len]).expect("envelope");
+        if let Some(s) = m["event"]["data"]["stdout"].as_str() {
+            out.extend(b64.decode(s).expect("base64"));
+        }
+        rest = &rest[5 + len..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `Uid:` line of a host process: real, effective, saved, fs.
+fn host_uids(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    line.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().expect("uid"))
+        .collect()
+}
+
+fn read_trim(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
+    let (backend, runtime) = backend("iso");
+    let id = SandboxId::random();
+    let Some(handle) = spawn_or_skip(&backend, spec(&id)).await else {
+        return;
+    };
+    wait_healthy(&handle).await;
+
+    // Users. Probe: `id -u` inside; expected 0 (root of the sandbox). Probe: the agent's
+    // `Uid:` line in the host's /proc/<pid>/status; expected the unprivileged range start
+    // (100000) for real, effective, saved and fs uid — never 0.
+    assert_eq!(sh(&handle, "id -u").await.trim(), "0");
+    assert_eq!(host_uids(handle.init_pid), vec![IDS.first; 4]);
+    assert_eq!(
+        host_uids(std::process::id())[0],
+        0,
+        "the same probe on the host reads 0"
+    );
+
+    // Processes. Probe: /proc/1/comm inside; expected the agent ("kernelbox"), i.e. the sandbox
+    // is its own pid namespace. Probe: numeric entries of /proc inside; expected only the
+    // sandbox's few processes, while the host's /proc lists many more (and the test itself).
+    assert_eq!(sh(&handle, "cat /proc/1/comm").await.trim(), "kernelbox");
+    let inside: Vec<u32> = sh(&handle, "ls /proc")
+        .await
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let host = std::fs::read_dir("/proc")
+        .expect("host /proc")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        })
+        .count();
+    assert!(inside.len() <= 5, "pids inside: {inside:?}");
+    assert!(host > inside.len(), "host {host} vs inside {inside:?}");
+    assert!(!inside.contains(&std::process::id()) || std::process::id() <= 5);
+
+    // Host name. Probe: `uname -n` inside; expected the sandbox's hostname (its uts namespace).
+    assert_eq!(sh(&handle, "uname -n").await.trim(), format!("sbx-{id}"));
+
+    // Network. Probe: interface names in /proc/net/dev inside; expected exactly `lo`, and up
+    // (its flags in /sys are not mounted, so: 127.0.0.1 answers the agent's own port). The
+    // host's /proc/net/dev lists more than `lo`.
+    let devs = sh(
+        &handle,
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+    )
+    .await;
+    assert_eq!(devs.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
+    let host_devs = std::fs::read_to_string("/proc/net/dev").expect("host net");
+    assert!(host_devs.lines().count() > 3, "the host has more than lo");
+    let lo_up = sh(
+        &handle,
+        "cat /proc/net/if_inet6 2>/dev/null; grep -c '' /proc/net/route",
+    )
+    .await;
+    assert!(!lo_up.is_empty());
+
+    // Files. Probe: a file the test writes on the host outside every lower layer and bind
+    // (/var/tmp); expected absent inside, present on the host. Probe: /work (the host's
+    // workspace); expected absent inside.
+    let secret = PathBuf::from(format!("/var/tmp/kernelbox-probe-{id}"));
+    std::fs::write(&secret, "host only").expect("write the probe file");
+    let seen = sh(
+        &handle,
+        &format!(
+            "test -e {} && echo visible || echo absent",
+            secret.display()
+        ),
+    )
+    .await;
+    std::fs::remove_file(&secret).expect("remove the probe file");
+    assert_eq!(seen.trim(), "absent");
+    assert_eq!(
+        sh(&handle, "test -e /work && echo visible || echo absent")
+            .await
+            .trim(),
+        "absent"
+    );
+    // Writes land in the sandbox's upper dir, owned by the sandbox's root on the host.
+    assert_eq!(
+        sh(&handle, "echo hi > /root/f && cat /root/f").await.trim(),
+        "hi"
+    );
+    let meta = std::fs::metadata(handle.dir.join("upper/root/f")).expect("upper file");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), IDS.first);
+
+    // Privileges. Probe: NoNewPrivs in /proc/self/status inside; expected 1.
+    let nnp = sh(&handle, "grep NoNewPrivs /proc/self/status").await;
+    assert!(nnp.contains('1'), "{nnp}");
+
+    // Limits. Probe: the cgroup files of the sandbox on the host; expected the spec's values,
+    // and the agent listed in the pids cgroup.
+    let paths = backend.cgroup_paths(&id).expect("cgroups");
+    let file = |name: &str| {
+        let path = paths
+            .iter()
+            .map(|p| p.join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no {name}"));
+        read_trim(&path)
+    };
+    assert_eq!(
+        file("memory.limit_in_bytes"),
+        (256u64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(file("cpu.cfs_quota_us"), "150000");
+    assert_eq!(file("cpu.cfs_period_us"), "100000");
+    assert_eq!(file("cpu.shares"), "512");
+    assert_eq!(file("pids.max"), "128");
+    let procs = file("cgroup.procs");
+    assert!(
+        procs.lines().any(|p| p == handle.init_pid.to_string()),
+        "{procs}"
+    );
+    for p in &paths {
+        assert!(
+            p.to_string_lossy().contains(&format!("/kernelbox/{id}")),
+            "{}",
+            p.display()
+        );
+    }
+    let usage = backend.usage(&id).await.expect("usage");
+    assert!(usage.memory_bytes > 0 && usage.pids >= 1, "{usage:?}");
+    assert_eq!(usage.memory_limit_bytes, Some(256 * 1024 * 1024));
+
+    // A background process, to check kill takes everything, not just init.
+    sh(&handle, "sleep 1000 >/dev/null 2>&1 &").await;
+    assert!(file("cgroup.procs").lines().count() >= 2);
+
+    // Kill. Expected: no cgroup folder, no process of the sandbox, no mount naming its folder in
+    // the host's mountinfo, no folder.
+    backend.kill(&id).await.expect("kill");
+    for p in &paths {
+        assert!(!p.exists(), "cgroup {} remains", p.display());
+    }
+    assert!(
+        !Path::new(&format!("/proc/{}", handle.init_pid)).exists(),
+        "the sandbox's init remains"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = handle.dir.to_string_lossy().into_owned();
+    assert!(
+        !mounts.contains(&dir),
+        "a mount of {dir} remains:\n{mounts}"
+    );
+    assert!(!handle.dir.exists(), "the sandbox folder remains");
+    assert!(matches!(
+        backend.kill(&id).await,
+        Err(SandboxError::NotFound(_))
+    ));
+    assert!(backend.list().is_empty());
+    let _ = std::fs::remove_dir_all(runtime);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_nothing_behind() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let (backend, runtime) = backend("fail");
+    let id = SandboxId::random();
+    let mut bad = spec(&id);
+    bad.agent_binary = PathBuf::from("/nonexistent/kernelbox");
+    match backend.spawn(bad).await {
+        Err(SandboxError::NamespacesUnavailable(e)) => {
+            eprintln!("skipped: the kernel refuses namespaces: {e}");
+            return;
+        }
+        Err(SandboxError::Setup { step, source }) => {
+            assert!(step.contains("/nonexistent/kernelbox"), "{step}: {source}");
+        }
+        other => panic!("expected a set-up error, got {other:?}"),
+    }
+    assert!(
+        !runtime.join(id.as_str()).exists(),
+        "the sandbox folder remains"
+    );
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controller, own) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        for c in ["memory", "cpu", "pids"] {
+            if controller.split(',').any(|x| x == c) {
+                let point = mounts
+                    .lines()
+                    .find(|l| {
+                        l.contains(" - cgroup ")
+                            && l.rsplit(' ')
+                                .next()
+                                .is_some_and(|o| o.split(',').any(|x| x == c))
+                    })
+                    .and_then(|l| l.split(' ').nth(4))
+                    .expect("mount point");
+                let path = Path::new(point)
+                    .join(own.trim_start_matches('/'))
+                    .join("kernelbox")
+                    .join(id.as_str());
+                assert!(!path.exists(), "cgroup {} remains", path.display());
+            }
+        }
+    }
+    assert!(backend.list().is_empty());
+    let _ = std::fs::remove_dir_all(runtime);
+}
+
+#[test]
+fn ids_are_safe_path_and_cgroup_names() {
+    assert!(SandboxId::new("abc-123").is_ok());
+    for bad in ["", "-x", "../x", "a/b", "A", "a b"] {
+        assert!(SandboxId::new(bad).is_err(), "{bad:?}");
+    }
+    assert!(SandboxId::new(SandboxId::random().as_str()).is_ok());
+}
