@@ -31,13 +31,23 @@ fn limits() -> Limits {
     }
 }
 
+/// The folder of a test's sandboxes, removed when the test ends (after its backend, which is
+/// declared later and so dropped first, has killed what it still runs).
+struct RuntimeDir(PathBuf);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A backend whose sandbox folders live in a folder of this test's own.
-fn backend(name: &str) -> (NamespaceBackend, PathBuf) {
+fn backend(name: &str) -> (RuntimeDir, NamespaceBackend) {
     let dir = std::env::temp_dir().join(format!("kb-sandbox-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let backend =
         NamespaceBackend::with(dir.clone(), &kernelbox::config::home(), Rootfs::HostMinimal);
-    (backend, dir)
+    (RuntimeDir(dir), backend)
 }
 
 fn spec(id: &SandboxId) -> SandboxSpec {
@@ -232,7 +242,7 @@ fn read_trim(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
-    let (backend, runtime) = backend("iso");
+    let (_runtime, backend) = backend("iso");
     let id = SandboxId::random();
     let Some(handle) = spawn_or_skip(&backend, spec(&id)).await else {
         return;
@@ -273,9 +283,10 @@ async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
     // Host name. Probe: `uname -n` inside; expected the sandbox's hostname (its uts namespace).
     assert_eq!(sh(&handle, "uname -n").await.trim(), format!("sbx-{id}"));
 
-    // Network. Probe: interface names in /proc/net/dev inside; expected exactly `lo`, and up
-    // (its flags in /sys are not mounted, so: 127.0.0.1 answers the agent's own port). The
-    // host's /proc/net/dev lists more than `lo`.
+    // Network. Probe: interface names in /proc/net/dev inside; expected exactly `lo` (the
+    // host's lists more). Probe: a TCP connect to a listener on 127.0.0.1 inside; expected to
+    // succeed (lo is up). Probe: a connect to a public address; expected "unreachable" at once
+    // (no route: the sandbox has no network yet).
     let devs = sh(
         &handle,
         "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
@@ -284,12 +295,21 @@ async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
     assert_eq!(devs.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
     let host_devs = std::fs::read_to_string("/proc/net/dev").expect("host net");
     assert!(host_devs.lines().count() > 3, "the host has more than lo");
-    let lo_up = sh(
-        &handle,
-        "cat /proc/net/if_inet6 2>/dev/null; grep -c '' /proc/net/route",
-    )
-    .await;
-    assert!(!lo_up.is_empty());
+    let probe = r#"python3 -c '
+import socket
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+c = socket.create_connection(l.getsockname(), timeout=5); print("lo up")
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=5); print("reached")
+except OSError as e:
+    print("unreachable", e.errno)
+'"#;
+    let net = sh(&handle, probe).await;
+    assert!(net.contains("lo up"), "{net}");
+    assert!(
+        net.contains(&format!("unreachable {}", libc::ENETUNREACH)),
+        "{net}"
+    );
 
     // Files. Probe: a file the test writes on the host outside every lower layer and bind
     // (/var/tmp); expected absent inside, present on the host. Probe: /work (the host's
@@ -385,7 +405,6 @@ async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
         Err(SandboxError::NotFound(_))
     ));
     assert!(backend.list().is_empty());
-    let _ = std::fs::remove_dir_all(runtime);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +413,7 @@ async fn a_failed_start_leaves_nothing_behind() {
         eprintln!("skipped: sandboxes need root");
         return;
     }
-    let (backend, runtime) = backend("fail");
+    let (runtime, backend) = backend("fail");
     let id = SandboxId::random();
     let mut bad = spec(&id);
     bad.agent_binary = PathBuf::from("/nonexistent/kernelbox");
@@ -409,7 +428,7 @@ async fn a_failed_start_leaves_nothing_behind() {
         other => panic!("expected a set-up error, got {other:?}"),
     }
     assert!(
-        !runtime.join(id.as_str()).exists(),
+        !runtime.0.join(id.as_str()).exists(),
         "the sandbox folder remains"
     );
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
@@ -442,7 +461,6 @@ async fn a_failed_start_leaves_nothing_behind() {
         }
     }
     assert!(backend.list().is_empty());
-    let _ = std::fs::remove_dir_all(runtime);
 }
 
 #[test]

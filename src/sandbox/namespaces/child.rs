@@ -4,7 +4,8 @@
 //! thread: another thread may have held the allocator's lock at that instant. So the child
 //! allocates nothing and runs no code that might: every path, option string and argument vector is
 //! built by the parent into a [`Plan`] of [`Step`]s beforehand, and the child only issues system
-//! calls and reports the first failure as `(step index, errno)` on a close-on-exec pipe (EOF on
+//! calls (raw ones where glibc's wrapper would coordinate with threads, see
+//! [`Step::BecomeRoot`]) and reports the first failure as `(step index, errno)` on a close-on-exec pipe (EOF on
 //! that pipe = the agent was exec'd).
 
 use std::ffi::CString;
@@ -39,7 +40,10 @@ pub(super) enum Step {
     /// Brings up the loopback interface of the new network namespace.
     LoopbackUp,
     /// Opens `path` (`O_PATH`) onto descriptor number `slot`.
-    OpenPath { path: CString, slot: RawFd },
+    OpenPath {
+        path: CString,
+        slot: RawFd,
+    },
     /// `chdir`: set-up paths are relative to the sandbox folder.
     Chdir(CString),
     /// `chdir(new_root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
@@ -251,10 +255,15 @@ unsafe fn step_run(step: &Step) -> Result<(), ()> {
             check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
             check(libc::chdir(c"/".as_ptr()))
         }
+        // Raw system calls, not glibc's wrappers: those apply the change to every thread glibc
+        // knows of (the parent's, copied but not running here) and wait for them forever.
         Step::BecomeRoot => {
-            check(libc::setresgid(0, 0, 0))?;
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresuid(0, 0, 0))
+            check(libc::syscall(libc::SYS_setresgid, 0, 0, 0) as libc::c_int)?;
+            check(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+                    as libc::c_int,
+            )?;
+            check(libc::syscall(libc::SYS_setresuid, 0, 0, 0) as libc::c_int)
         }
         Step::NoNewPrivs => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
     }

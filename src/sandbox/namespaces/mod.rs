@@ -63,6 +63,8 @@ const SOCKET_NAME: &str = "agent.sock";
 const AGENT_HOME: &str = "/var/lib/kernelbox";
 /// How long `kill` keeps SIGKILLing a sandbox's cgroup before it reports the sandbox unkillable.
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
+/// How long the child may take from clone to exec (mounts; normally milliseconds).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Which root filesystem a sandbox gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +253,25 @@ impl Inner {
         })?;
         drop(go);
 
-        // EOF: the agent was exec'd. Eight bytes: (step, errno) of the first failure.
+        // EOF: the agent was exec'd. Eight bytes: (step, errno) of the first failure. A child
+        // that neither reports nor execs within SETUP_PATIENCE is killed (by `resources`).
+        let mut pollfd = libc::pollfd {
+            fd: err_read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor we own.
+        let ready =
+            unsafe { libc::poll(&mut pollfd, 1, SETUP_PATIENCE.as_millis() as libc::c_int) };
+        if ready <= 0 {
+            return Err(SandboxError::Setup {
+                step: "waiting for the sandbox's set-up".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no exec within {SETUP_PATIENCE:?}"),
+                ),
+            });
+        }
         let mut report = Vec::new();
         let mut err_file = std::fs::File::from(err_read);
         err_file
@@ -341,7 +361,11 @@ impl Inner {
         // which follows the open file without looking its path up again. Then the child
         // becomes root of its user namespace, so the overlay's creator credentials (which make
         // its work dir and copy files up) are ids the namespace maps.
-        let mut next_slot = log.as_raw_fd().max(go_read.as_raw_fd()).max(err_write.as_raw_fd()) + 1;
+        let mut next_slot = log
+            .as_raw_fd()
+            .max(go_read.as_raw_fd())
+            .max(err_write.as_raw_fd())
+            + 1;
         let mut opens = Vec::new();
         let mut host_path = |path: &Path| -> Result<PathBuf, SandboxError> {
             let slot = next_slot;
@@ -381,7 +405,11 @@ impl Inner {
         for bind in rootfs.binds.iter().chain(&fixed) {
             let target = root.join(bind.target.strip_prefix("/").unwrap_or(&bind.target));
             binds.push((
-                format!("bind {} at {}", bind.source.display(), bind.target.display()),
+                format!(
+                    "bind {} at {}",
+                    bind.source.display(),
+                    bind.target.display()
+                ),
                 Step::Bind {
                     source: path_cstr(&host_path(&bind.source)?)?,
                     target: path_cstr(&target)?,
