@@ -3,7 +3,8 @@
 //!
 //! Map of the crate, top to bottom (a module uses only those below it; see
 //! `../shared/design/layers.md`):
-//! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`).
+//! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`, the
+//!   hidden `sandbox run-once`).
 //! - [`agent`]: the in-sandbox server process: its services on their ports from one runtime,
 //!   dispatch by `E2b-Sandbox-Port`, CORS, graceful shutdown on a future.
 //! - [`envd`]: the sandbox API on port 49983 (E2B's envd): users and paths, errors, the Connect
@@ -14,6 +15,12 @@
 //! - [`jupyter`]: a Jupyter client over ZeroMQ — `wire` (framing, HMAC signing), `connection`
 //!   (sockets, routing by parent id), `kernelspec`, `process` (launch, interrupt, shutdown, death).
 //!   It knows nothing of executions or HTTP.
+//! - [`sandbox`]: isolated sandboxes running the agent as their init, behind a `Backend` trait
+//!   (spawn, kill, usage, list) so a microVM backend can follow: the namespace backend
+//!   (`sandbox::namespaces`: user/mount/pid/net/ipc/uts namespaces, pivot_root into an overlay),
+//!   the root filesystem plan (`sandbox::rootfs`: lower layers + read-only binds) and cgroups
+//!   (`sandbox::cgroup`: v1 memory/cpu/pids under the current process's cgroups; v2 a named
+//!   stub). It knows nothing of E2B's API; the control plane will sit above it.
 //! - [`sys`]: the bottom layer: process groups, death with the parent, signals, the process guard,
 //!   private files and folders. It imports nothing else from the crate.
 //!
@@ -21,8 +28,9 @@
 //! [`Execution`]), [`setup`] (installs what the kernels need, `kernelbox setup`) and [`config`]
 //! (where things live: `$KERNELBOX_HOME`, the default workdir).
 //!
-//! Still to come (see the roadmap): the rest of the sandbox API (files, commands, PTY, watch), the
-//! control plane (`kernelbox serve`), templates.
+//! Still to come (see the roadmap and issue 7): the control plane (`kernelbox serve`: E2B's API,
+//! gateway, lifetimes, SQLite state, warm pool), templates, sandbox networking, seccomp and
+//! capability dropping.
 
 pub mod agent;
 pub mod client;

@@ -1,4 +1,5 @@
-//! The `kernelbox` command: `setup` installs the kernels, `agent` serves a sandbox's APIs.
+//! The `kernelbox` command: `setup` installs the kernels, `agent` serves a sandbox's APIs, and
+//! the hidden `sandbox run-once` starts one sandbox by hand.
 //!
 //! Each subcommand is one variant of [`Command`] with its own argument struct and one function
 //! that runs it; the control plane (`serve`), `template` and `cp` will be more of the same.
@@ -46,6 +47,33 @@ enum Command {
                       the environment its kernels inherit."
     )]
     Agent(AgentArgs),
+    /// Sandboxes on this machine (for now only `run-once`, a manual test of the namespace
+    /// backend; `list` and `kill` come with `serve`).
+    #[command(hide = true, subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Start one sandbox on the host-minimal root, print its agent socket, and kill it on
+    /// Ctrl-C or SIGTERM.
+    RunOnce(RunOnceArgs),
+}
+
+#[derive(Args)]
+struct RunOnceArgs {
+    /// Memory limit in MiB
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u64,
+    /// CPU limit in CPUs
+    #[arg(long, default_value_t = 2.0)]
+    cpus: f64,
+    /// Most processes at once
+    #[arg(long, default_value_t = 1024)]
+    pids: u64,
+    /// Extra arguments for the agent inside (after `--`)
+    #[arg(last = true)]
+    agent_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -132,6 +160,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Some(Command::Setup(args)) => setup(args),
         Some(Command::Agent(args)) => agent(args),
+        Some(Command::Sandbox(SandboxCommand::RunOnce(args))) => sandbox_run_once(args),
         None => {
             let _ = Cli::command().print_help();
             ExitCode::SUCCESS
@@ -211,6 +240,50 @@ fn agent(args: AgentArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
+    use kernelbox::sandbox::{Backend, Limits, NamespaceBackend, SandboxId, SandboxSpec};
+    init_tracing();
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(&format!("cannot find the kernelbox binary: {e}")),
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let id = SandboxId::random();
+    let spec = SandboxSpec {
+        hostname: id.to_string(),
+        id: id.clone(),
+        rootfs: None,
+        agent_binary: exe,
+        agent_args: args.agent_args,
+        env: Vec::new(),
+        limits: Limits {
+            memory_bytes: Some(args.memory_mib * 1024 * 1024),
+            cpus: Some(args.cpus),
+            cpu_shares: None,
+            pids: Some(args.pids),
+        },
+        ids: Default::default(),
+    };
+    runtime.block_on(async move {
+        let backend = NamespaceBackend::new(&config::home());
+        let handle = match backend.spawn(spec).await {
+            Ok(h) => h,
+            Err(e) => return fail(&e.to_string()),
+        };
+        println!("sandbox {id}: init pid {}", handle.init_pid);
+        println!("agent socket: {}", handle.agent_socket.display());
+        println!("agent log: {}", handle.dir.join("agent.log").display());
+        agent::shutdown_signal().await;
+        match backend.kill(&id).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("kill: {e}")),
+        }
+    })
 }
 
 /// Logs to stderr, `kernelbox=info` unless `RUST_LOG` says otherwise, coloured only on a terminal.

@@ -10,27 +10,42 @@
 //!    of [`super::IdRange`] on the host; as host root the parent may write any range, so neither
 //!    `newuidmap` nor `/etc/subuid` is needed) and moves it into the cgroups, so everything it
 //!    ever forks is accounted and limited.
-//! 3. The child ([`child`]) builds the root *inside its own mount namespace*: overlay, read-only
-//!    binds, fresh `/proc`, a tmpfs `/dev` with bound device nodes and a new devpts instance,
-//!    tmpfs `/tmp` and `/dev/shm`, the socket dir and the agent binary; sets the hostname, brings
-//!    `lo` up, `pivot_root`s and detaches the host's tree, becomes root of its user namespace,
-//!    sets `no_new_privs`, and execs the agent. Nothing is ever mounted in the host's namespace,
-//!    so nothing there needs unmounting: the sandbox's mounts vanish with its last process.
+//! 3. The child ([`child`]) opens the host paths it needs (still as host uid 0), becomes root of
+//!    its user namespace, and builds the root *inside its own mount namespace*: overlay,
+//!    read-only binds, fresh `/proc`, a tmpfs `/dev` with bound device nodes and a new devpts
+//!    instance, tmpfs `/tmp` and `/dev/shm`, the socket dir and the agent binary; sets the
+//!    hostname, brings `lo` up, `pivot_root`s and detaches the host's tree, sets
+//!    `no_new_privs`, and execs the agent (loopback-only ports in its own network namespace, and
+//!    the unix socket). Nothing is ever mounted in the host's namespace, so nothing there needs
+//!    unmounting: the sandbox's mounts vanish with its last process.
 //!
 //! # What this machine kind allows (kernel 6.18, cgroup v1 hybrid, root), found while writing it
-//! - Overlayfs mounts inside a user namespace (kernel ≥ 5.11) with `userxattr`. The child mounts
-//!   while it still has its host credentials (uid 0, but capabilities only in the new user
-//!   namespace): path lookups to the sandbox dir under a 0700 `/root` succeed because uid 0 owns
-//!   it, and the mount's creator credentials hold `CAP_CHOWN`/`CAP_DAC_OVERRIDE` for the
-//!   sandbox's mapped ids. Upper, work and the skeleton layer are therefore owned by the range's
-//!   first id (root inside); files of host layers (host root, unmapped) appear as `nobody` inside
-//!   and are read-only to the sandbox. Shared template layers will need idmapped mounts
-//!   (`mount_setattr(MOUNT_ATTR_IDMAP)`, which this kernel supports) instead of a chown.
+//! - All six namespaces in one `clone`; as host root the parent writes any `uid_map`/`gid_map`
+//!   (no `newuidmap`, no `/etc/subuid`, `setgroups` left allowed).
+//! - Overlayfs mounts inside the user namespace (kernel ≥ 5.11) with `userxattr`, on an ext4
+//!   upper dir, **if** the mounter's credentials are ids the namespace maps: overlay makes its
+//!   `work/work` dir with mode 0 as the mounter, and a mounter still on host uid 0 (unmapped)
+//!   then fails its own `O_TMPFILE` probe with EACCES ("upper fs does not support tmpfile").
+//!   So the child becomes root of the namespace (host uid = first id of the range) *before*
+//!   mounting, and upper, work and the skeleton layer are owned by that id.
+//! - Once it is that id, the way to the sandbox folder may be closed to it (`$KERNELBOX_HOME`
+//!   under a 0700 `/root`). So the child first opens every host path it needs (`O_PATH`, onto
+//!   descriptor numbers the parent chose) while it still has host uid 0, and later steps name
+//!   them as `/proc/self/fd/N`. Descriptors opened by the *parent* do not work: they name the
+//!   host namespace's mounts, and the kernel refuses them as bind sources and as overlay
+//!   layers in another mount namespace (EINVAL, "failed to clone upperpath").
+//! - glibc's `setresuid`/`setresgid`/`setgroups` must not be used in the child: they apply the
+//!   change to every thread glibc knows of (copied from the multi-threaded parent, not running
+//!   in the child) and wait forever. Raw system calls work.
 //! - A fresh `/proc` mounts in the new pid namespace because the host's `/proc` has no
 //!   over-mounts (the kernel refuses a userns proc mount that would reveal hidden paths).
-//! - Device nodes cannot be created in a user namespace; binding the host's nodes works.
+//! - Device nodes cannot be created in a user namespace; binding the host's nodes works, and a
+//!   new devpts instance (`newinstance,ptmxmode=0666`) gives the sandbox its own ptys.
 //! - Read-only remounts of binds must repeat the source's locked flags (nosuid, nodev, noexec,
 //!   atime): [`child::Step::Bind`] copies them from `statvfs`.
+//! - Host files of the read-only binds (owned by host root, unmapped) appear as `nobody` inside;
+//!   root inside cannot change them. Shared template layers will be mapped with idmapped mounts
+//!   (`mount_setattr(MOUNT_ATTR_IDMAP)`, supported by this kernel) instead of a chown.
 //!
 //! # Clean-up by ownership
 //! [`Resources`] holds what a sandbox took (init pid, cgroups, directory) and gives it back on
