@@ -33,6 +33,9 @@ pub struct RootfsPlan {
     pub layers: Vec<PathBuf>,
     /// Read-only (unless `writable`) binds over the merged root, in order.
     pub binds: Vec<Bind>,
+    /// Paths inside (existing directories of a layer or bind) that get a private tmpfs after
+    /// the binds: writable scratch space inside a read-only bind.
+    pub scratch: Vec<PathBuf>,
 }
 
 /// Host directories a process needs to run at all; `/bin`, `/lib`… are links into `/usr` on a
@@ -70,7 +73,8 @@ const SKELETON_DIRS: &[&str] = &[
 impl RootfsPlan {
     /// The stand-in for a template: writes the skeleton layer into `layer_dir` (created; owned
     /// by host root, world-readable) and binds the host's programs read-only. `home` is
-    /// `$KERNELBOX_HOME`, bound at the same path so kernelspecs that name absolute paths work.
+    /// `$KERNELBOX_HOME`, bound at the same path so kernelspecs that name absolute paths work
+    /// (creating its `run/` and `envd/` on the host if missing: mount points for scratch space).
     pub fn host_minimal(
         layer_dir: &Path,
         home: &Path,
@@ -132,7 +136,11 @@ impl RootfsPlan {
             &layer_dir.join("etc/hosts"),
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n").as_bytes(),
         )?;
-        // $KERNELBOX_HOME at its host path (its mount point: every folder down to it).
+        // $KERNELBOX_HOME at its host path (its mount point: every folder down to it), with
+        // private scratch space where the agent writes (`run/`: kernels' connection files;
+        // `envd/`: the commands' BASH_ENV), so the agent inside runs with the host's path as its
+        // home and kernelspecs that name `$KERNELBOX_HOME/...` resolve as on the host.
+        let mut scratch = Vec::new();
         if home.is_absolute() && home.is_dir() {
             mkdir(&layer_dir.join(home.strip_prefix("/").unwrap_or(home)))?;
             binds.push(Bind {
@@ -140,12 +148,43 @@ impl RootfsPlan {
                 target: home.to_path_buf(),
                 writable: false,
             });
+            // The Python venv's base installation when it lives outside /usr (pyenv, a
+            // hand-built Python): the venv's interpreter is a link into it.
+            if let Some(base) = venv_base(&home.join("python/pyvenv.cfg")) {
+                if !base.starts_with("/usr") && !base.starts_with(home) && base.is_dir() {
+                    mkdir(&layer_dir.join(base.strip_prefix("/").unwrap_or(&base)))?;
+                    binds.push(Bind {
+                        source: base.clone(),
+                        target: base,
+                        writable: false,
+                    });
+                }
+            }
+            for dir in ["run", "envd"] {
+                let path = home.join(dir);
+                if !path.is_dir() {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| SandboxError::io("create", &path, e))?;
+                }
+                scratch.push(path);
+            }
         }
         Ok(RootfsPlan {
             layers: vec![layer_dir.to_path_buf()],
             binds,
+            scratch,
         })
     }
+}
+
+/// The installation a venv was made from: `home = <prefix>/bin` in its `pyvenv.cfg`.
+fn venv_base(cfg: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(cfg).ok()?;
+    let bin = text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "home").then(|| PathBuf::from(v.trim()))
+    })?;
+    Some(bin.parent()?.to_path_buf()).filter(|p| p.is_absolute() && p != Path::new("/"))
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), SandboxError> {
@@ -159,10 +198,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_venvs_base_is_its_home_minus_bin() {
+        let dir = std::env::temp_dir().join(format!("kb-venv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = dir.join("pyvenv.cfg");
+        std::fs::write(&cfg, "home = /opt/py/3.11/bin\nversion = 3.11.7\n").expect("cfg");
+        assert_eq!(venv_base(&cfg), Some(PathBuf::from("/opt/py/3.11")));
+        std::fs::write(&cfg, "home = /bin\n").expect("cfg");
+        assert_eq!(venv_base(&cfg), None);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
     fn host_minimal_lays_out_mount_points_links_and_binds() {
         let dir = std::env::temp_dir().join(format!("kb-rootfs-{}", std::process::id()));
-        let home = std::env::temp_dir();
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home).expect("home");
         let plan = RootfsPlan::host_minimal(&dir.join("layer"), &home, "sbx").expect("plan");
+        assert_eq!(plan.scratch, vec![home.join("run"), home.join("envd")]);
+        assert!(home.join("run").is_dir() && home.join("envd").is_dir());
         assert_eq!(plan.layers, vec![dir.join("layer")]);
         assert!(plan
             .binds

@@ -70,8 +70,8 @@ use super::rootfs::{Bind, RootfsPlan};
 use super::{Backend, IdRange, SandboxError, SandboxHandle, SandboxId, SandboxSpec, Usage};
 use child::{Plan, Step};
 
-/// Where the sandbox sees its agent binary, its socket folder, and its writable
-/// `$KERNELBOX_HOME` (the agent's runtime files; the host's is bound read-only).
+/// Where the sandbox sees its agent binary, its socket folder, and (on a template root) its
+/// writable `$KERNELBOX_HOME`.
 const AGENT_EXE: &str = "/opt/kernelbox/bin/kernelbox";
 const SOCKET_DIR: &str = "/run/kernelbox";
 const SOCKET_NAME: &str = "agent.sock";
@@ -454,6 +454,19 @@ impl Inner {
             mount(Some("overlay"), &root, Some("overlay"), 0, Some(&options))?,
         ));
         steps.append(&mut binds);
+        for path in &rootfs.scratch {
+            let target = root.join(path.strip_prefix("/").unwrap_or(path));
+            steps.push((
+                format!("mount scratch tmpfs at {}", path.display()),
+                Step::Mount {
+                    source: Some(cstr("tmpfs")?),
+                    target: path_cstr(&target)?,
+                    fstype: Some(cstr("tmpfs")?),
+                    flags: libc::MS_NOSUID | libc::MS_NODEV,
+                    data: Some(cstr("mode=755")?),
+                },
+            ));
+        }
         let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         steps.push((
             "mount /proc".into(),
@@ -546,6 +559,13 @@ impl Inner {
         steps.push(("pivot_root".into(), Step::PivotRoot(path_cstr(&root)?)));
         steps.push(("set no_new_privs".into(), Step::NoNewPrivs));
 
+        // On the host-minimal root the agent uses the host's $KERNELBOX_HOME (read-only, with
+        // scratch space; see `RootfsPlan::host_minimal`); on a template, its own writable one.
+        let agent_home = if spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal {
+            self.home.clone()
+        } else {
+            PathBuf::from(AGENT_HOME)
+        };
         let mut argv = vec![
             "kernelbox".to_string(),
             "agent".into(),
@@ -560,10 +580,7 @@ impl Inner {
             "--workdir".into(),
             "/root".into(),
         ];
-        if spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal {
-            argv.push("--kernels-dir".into());
-            argv.push(self.home.join("kernels").display().to_string());
-        }
+
         argv.extend(spec.agent_args.iter().cloned());
         let mut env = vec![
             (
@@ -572,7 +589,7 @@ impl Inner {
             ),
             ("HOME".into(), "/root".into()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("KERNELBOX_HOME".into(), AGENT_HOME.into()),
+            ("KERNELBOX_HOME".into(), agent_home.display().to_string()),
         ];
         env.extend(spec.env.iter().cloned());
         Ok(Plan {
