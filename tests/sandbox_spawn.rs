@@ -471,3 +471,66 @@ fn ids_are_safe_path_and_cgroup_names() {
     }
     assert!(SandboxId::new(SandboxId::random().as_str()).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_inside_and_the_agent_survives_them() {
+    let (_runtime, backend) = backend("limits");
+    let id = SandboxId::random();
+    let Some(handle) = spawn_or_skip(&backend, spec(&id)).await else {
+        return;
+    };
+    wait_healthy(&handle).await;
+    let paths = backend.cgroup_paths(&id).expect("cgroups");
+    let file = |name: &str| {
+        let path = paths
+            .iter()
+            .map(|p| p.join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no {name}"));
+        read_trim(&path)
+    };
+    let counter = |text: String, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+
+    // Memory. Probe: a process inside writes 400 MiB under the 256 MiB limit; expected: it is
+    // OOM-killed (no "survived"), the host's memory.oom_control counts the kill, and the agent
+    // still answers.
+    let out = sh(
+        &handle,
+        "python3 -c 'b = b\"x\" * (400 << 20); print(\"survived\")'; echo \"rc=$?\"",
+    )
+    .await;
+    assert!(!out.contains("survived"), "{out}");
+    assert!(out.contains("rc=137"), "{out}");
+    assert!(counter(file("memory.oom_control"), "oom_kill ") >= 1);
+    assert_eq!(sh(&handle, "echo alive").await.trim(), "alive");
+
+    // Processes. Probe: 200 background `sleep`s under pids.max 128; expected: forks fail, the
+    // host's pids.events counts them, and once the sleeps end the agent still answers.
+    // (pids.current counts threads too, so the wait below counts processes.)
+    let before = file("cgroup.procs").lines().count();
+    sh(
+        &handle,
+        "i=0; while [ $i -lt 200 ]; do sleep 2 & i=$((i+1)); done 2>/dev/null; wait",
+    )
+    .await;
+    assert!(counter(file("pids.events"), "max ") >= 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while file("cgroup.procs").lines().count() > before {
+        assert!(
+            Instant::now() < deadline,
+            "the sleeps never ended: {}",
+            file("cgroup.procs")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sh(&handle, "echo alive").await.trim(), "alive");
+
+    backend.kill(&id).await.expect("kill");
+    for p in &paths {
+        assert!(!p.exists(), "cgroup {} remains", p.display());
+    }
+}
