@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kernelbox::jupyter::kernelspec::substitute;
 use kernelbox::jupyter::{Channel, Kernel, KernelSpec, LaunchOptions};
 use kernelbox::sys::private_dir;
 
@@ -132,17 +133,15 @@ fn python_kernel_exits_when_a_port_is_taken() {
     let argv: Vec<String> = spec
         .argv
         .iter()
-        .map(|a| {
-            a.replace("{connection_file}", &file.display().to_string())
-                .replace("{kernelbox_home}", &home.display().to_string())
-        })
+        .map(|a| substitute(a, &file, &home))
         .collect();
     let mut child = std::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .envs(spec.env.iter().map(|(k, v)| {
-            let v = v.replace("{kernelbox_home}", &home.display().to_string());
-            (k.clone(), v)
-        }))
+        .envs(
+            spec.env
+                .iter()
+                .map(|(k, v)| (k.clone(), substitute(v, &file, &home))),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

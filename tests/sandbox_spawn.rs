@@ -69,14 +69,18 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Spawns, or returns `None` (after saying why) where this host cannot run sandboxes.
+/// Spawns and waits until the agent answers, or returns `None` (after saying why) where this host
+/// cannot run sandboxes.
 async fn spawn_or_skip(backend: &NamespaceBackend, spec: SandboxSpec) -> Option<SandboxHandle> {
     if !is_root() {
         eprintln!("skipped: sandboxes need root");
         return None;
     }
     match backend.spawn(spec).await {
-        Ok(handle) => Some(handle),
+        Ok(handle) => {
+            wait_healthy(&handle).await;
+            Some(handle)
+        }
         Err(SandboxError::NamespacesUnavailable(e)) => {
             eprintln!("skipped: the kernel refuses namespaces: {e}");
             None
@@ -247,7 +251,6 @@ async fn a_sandbox_is_isolated_limited_and_leaves_nothing_when_killed() {
     let Some(handle) = spawn_or_skip(&backend, spec(&id)).await else {
         return;
     };
-    wait_healthy(&handle).await;
 
     // Users. Probe: `id -u` inside; expected 0 (root of the sandbox). Probe: the agent's
     // `Uid:` line in the host's /proc/<pid>/status; expected the unprivileged range start
@@ -479,7 +482,6 @@ async fn limits_hold_inside_and_the_agent_survives_them() {
     let Some(handle) = spawn_or_skip(&backend, spec(&id)).await else {
         return;
     };
-    wait_healthy(&handle).await;
     let paths = backend.cgroup_paths(&id).expect("cgroups");
     let file = |name: &str| {
         let path = paths

@@ -224,6 +224,13 @@ pub(super) struct ExecutionStream<'a> {
     grace_until: Option<Instant>,
 }
 
+/// When the next timed steps are due (see [`ExecutionStream::deadlines`]).
+struct Deadlines {
+    timeout: Option<Instant>,
+    escalate: Option<Instant>,
+    give_up: Option<Instant>,
+}
+
 /// What ended the wait of one turn of the loop.
 enum Step {
     Message(Option<Box<Incoming>>),
@@ -320,19 +327,38 @@ impl<'a> ExecutionStream<'a> {
         }
     }
 
+    /// No interrupt is under way or waiting for the cell to start.
+    fn waiting(&self) -> bool {
+        self.interrupt.is_none() && self.deferred.is_none()
+    }
+
+    /// The deadlines that apply now: the `timeout` field while nothing interrupts the cell, and an
+    /// interrupt's escalation and giving up, until the kernel has replied. After the reply the
+    /// cell has stopped (only its output is still draining), and a late interrupt would land on
+    /// whatever the kernel runs next.
+    fn deadlines(&self) -> Deadlines {
+        let interrupt = self.interrupt.as_ref();
+        Deadlines {
+            timeout: self.timeout_at.filter(|_| self.waiting()),
+            escalate: interrupt
+                .filter(|_| !self.replied)
+                .and_then(|i| i.escalate_at),
+            give_up: interrupt.filter(|_| !self.replied).map(|i| i.give_up_at),
+        }
+    }
+
     /// A deadline that has passed, read from the clock. The timers in `next_step` alone are not
     /// enough: while a kernel floods the agent with messages (JJava sends one per line), the
     /// runtime's timer wheel can lag the clock by many seconds, and the timeout with it.
     fn overdue(&self) -> Option<Step> {
         let now = Instant::now();
         let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        let waiting = self.interrupt.is_none() && self.deferred.is_none();
-        let interrupt = self.interrupt.as_ref();
-        if waiting && past(self.timeout_at) {
+        let due = self.deadlines();
+        if past(due.timeout) {
             Some(Step::TimedOut)
-        } else if past(interrupt.and_then(|i| i.escalate_at)) {
+        } else if past(due.escalate) {
             Some(Step::Escalate)
-        } else if !self.replied && past(interrupt.map(|i| i.give_up_at)) {
+        } else if past(due.give_up) {
             Some(Step::GiveUp)
         } else {
             None
@@ -349,14 +375,8 @@ impl<'a> ExecutionStream<'a> {
     ) -> Step {
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         let at = |t: Option<Instant>| t.unwrap_or(far);
-        let waiting = self.interrupt.is_none() && self.deferred.is_none();
-        let escalate_at = self.interrupt.as_ref().and_then(|i| i.escalate_at);
-        // Once the kernel has replied, the cell has stopped: only its output is still draining.
-        let give_up_at = self
-            .interrupt
-            .as_ref()
-            .filter(|_| !self.replied)
-            .map(|i| i.give_up_at);
+        let waiting = self.waiting();
+        let due = self.deadlines();
         let sink = self.out.sink;
         // Biased, deadlines first: a kernel that publishes faster than we forward (JJava sends a
         // message per line) would otherwise starve the timeout and the escalation for as long as
@@ -364,9 +384,9 @@ impl<'a> ExecutionStream<'a> {
         // kernel is kept) and before the quiet-period wake-up (which only counts silence).
         tokio::select! {
             biased;
-            _ = tokio::time::sleep_until(at(self.timeout_at)), if waiting && self.timeout_at.is_some() => Step::TimedOut,
-            _ = tokio::time::sleep_until(at(escalate_at)), if escalate_at.is_some() => Step::Escalate,
-            _ = tokio::time::sleep_until(at(give_up_at)), if give_up_at.is_some() => Step::GiveUp,
+            _ = tokio::time::sleep_until(at(due.timeout)), if due.timeout.is_some() => Step::TimedOut,
+            _ = tokio::time::sleep_until(at(due.escalate)), if due.escalate.is_some() => Step::Escalate,
+            _ = tokio::time::sleep_until(at(due.give_up)), if due.give_up.is_some() => Step::GiveUp,
             _ = sink.closed(), if self.out.client => Step::ClientGone,
             changed = interrupts.changed(), if interrupts_open && waiting => match changed {
                 Ok(()) => Step::InterruptRequested,
@@ -559,14 +579,10 @@ impl<'a> ExecutionStream<'a> {
     }
 
     /// The await-interrupt signal did not end the cell: it is busy, so interrupt it the
-    /// standard way too. Once the kernel has replied the cell is over (only its output may still
-    /// be draining), and a late interrupt would land on whatever the kernel runs next.
+    /// standard way too.
     async fn escalate(&mut self) {
         if let Some(interrupt) = self.interrupt.as_mut() {
             interrupt.escalate_at = None;
-        }
-        if self.replied {
-            return;
         }
         tracing::info!("cell still running; sending the kernel's standard interrupt");
         let sent =
