@@ -228,7 +228,6 @@ fn agent(args: AgentArgs) -> ExitCode {
         ));
     }
     init_tracing();
-    kernelbox::sys::keep_freed_memory();
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),

@@ -546,7 +546,7 @@ mod files {
             rss_kb(pid, "VmRSS:")
         );
         println!(
-            "{:<8} {:<16} {:>4} {:>10} {:>10} {:>8} {:>16} {:>10} {:>10}",
+            "{:<8} {:<16} {:>4} {:>10} {:>10} {:>8} {:>16} {:>10} {:>10} {:>12}",
             "size",
             "operation",
             "N",
@@ -555,7 +555,8 @@ mod files {
             "vs cp",
             "agent peak RSS",
             "agent CPU",
-            "client CPU"
+            "client CPU",
+            "agent faults"
         );
         for &size in sizes {
             let reps = runs.unwrap_or(if size >= 256 << 20 { 3 } else { 20 });
@@ -633,8 +634,12 @@ mod files {
             .agent_cpu_ms
             .map(|ms| format!("{ms:.0}"))
             .unwrap_or_default();
+        let faults = m
+            .agent_faults
+            .map(|n| format!("{n:.0}"))
+            .unwrap_or_default();
         println!(
-            "{:<8} {:<16} {:>4} {:>10.2} {:>10.0} {:>7.2}x {:>16} {:>10} {:>10.0}",
+            "{:<8} {:<16} {:>4} {:>10.2} {:>10.0} {:>7.2}x {:>16} {:>10} {:>10.0} {:>12}",
             label(size),
             op,
             m.runs,
@@ -643,7 +648,8 @@ mod files {
             cp_secs / m.secs,
             rss,
             agent_cpu,
-            m.client_cpu_ms
+            m.client_cpu_ms,
+            faults
         );
     }
 
@@ -657,6 +663,9 @@ mod files {
         /// The agent's user + system CPU per run (mean): unlike wall time, barely moved by the
         /// other work sharing the machine's cores.
         agent_cpu_ms: Option<f64>,
+        /// The agent's minor page faults per run (mean): each is a fresh page the allocator
+        /// took from the kernel, the cost that buffer reuse avoids.
+        agent_faults: Option<f64>,
         /// The client's CPU per run (mean): this process, plus `cp` itself for the cp row.
         client_cpu_ms: f64,
     }
@@ -673,7 +682,7 @@ mod files {
     ) -> Result<Measured, BoxError> {
         let mut times = Vec::with_capacity(reps);
         let mut peak = 0;
-        let (mut agent_cpu, mut client_cpu) = (0.0, 0.0);
+        let (mut agent_cpu, mut client_cpu, mut faults) = (0.0, 0.0, 0.0);
         for _ in 0..reps {
             prepare();
             // SAFETY: sync(2) takes no arguments and cannot fail.
@@ -682,10 +691,12 @@ mod files {
                 let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
             }
             let (agent_before, client_before) = (agent.map(cpu_ms), own_cpu_ms());
+            let faults_before = agent.map(minor_faults);
             times.push(f()?);
             client_cpu += own_cpu_ms() - client_before;
             if let (Some(pid), Some(before)) = (agent, agent_before) {
                 agent_cpu += cpu_ms(pid) - before;
+                faults += minor_faults(pid) - faults_before.unwrap_or(0.0);
                 peak = peak.max(rss_kb(pid, "VmHWM:"));
             }
         }
@@ -695,21 +706,32 @@ mod files {
             secs: times[times.len() / 2],
             peak_rss_kb: agent.map(|_| peak),
             agent_cpu_ms: agent.map(|_| agent_cpu / reps as f64),
+            agent_faults: agent.map(|_| faults / reps as f64),
             client_cpu_ms: client_cpu / reps as f64,
         })
     }
 
-    /// A process's user + system CPU so far, in ms (`/proc/PID/stat`, clock ticks).
-    fn cpu_ms(pid: u32) -> f64 {
+    /// Fields `first..first + n` of `/proc/PID/stat` (numbered as in proc(5)), summed.
+    fn stat_fields(pid: u32, first: usize, n: usize) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        // The fields after the command name (field 2, which may hold spaces) start at 3.
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let ticks: f64 = after
+        after
             .split_whitespace()
-            .skip(11)
-            .take(2)
+            .skip(first - 3)
+            .take(n)
             .filter_map(|v| v.parse::<f64>().ok())
-            .sum();
+            .sum()
+    }
+
+    /// A process's minor page faults so far (`minflt`, field 10).
+    fn minor_faults(pid: u32) -> f64 {
+        stat_fields(pid, 10, 1)
+    }
+
+    /// A process's user + system CPU so far, in ms (`utime` and `stime`, fields 14 and 15).
+    fn cpu_ms(pid: u32) -> f64 {
+        let ticks = stat_fields(pid, 14, 2);
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         ticks * 1000.0 / hz

@@ -216,7 +216,7 @@ impl Plan {
 /// Feeds a body to an upload; a body that fails (the client went away) aborts it.
 async fn pump<E: std::fmt::Display>(
     mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
-    upload: Upload,
+    mut upload: Upload,
 ) -> Result<Written, FilesError> {
     while let Some(chunk) = body.next().await {
         match chunk {
@@ -266,7 +266,7 @@ async fn multipart(
         if entries.iter().any(|e| e.path == shown) {
             return Err(FilesError::BadRequest(conflict_message(&shown, &entries)));
         }
-        let upload = Upload::start(request.destination(path.clone(), None), Encoding::Identity);
+        let mut upload = Upload::start(request.destination(path.clone(), None), Encoding::Identity);
         let written = loop {
             match field.chunk().await {
                 Ok(Some(data)) => {
