@@ -10,20 +10,30 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KERNELBOX_HOME/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$SECONDS
 
-echo "==> [1/5] kernels (python venv, Deno, bash, R, Java) into $KERNELBOX_HOME"
+echo "==> [1/7] host packages for sandboxes (mmdebstrap)"
+bash scripts/setup-host.sh
+
+echo "==> [2/7] kernels (python venv, Deno, bash, R, Java) into $KERNELBOX_HOME"
 bash kernels/setup.sh
 
-echo "==> [2/5] official E2B SDKs (Python and JS) for the compatibility suites"
+echo "==> [3/7] official E2B SDKs (Python and JS) for the compatibility suites"
 bash tests/sdk/install.sh
 
-echo "==> [3/5] format and lint"
+echo "==> [4/7] format and lint"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 
-echo "==> [4/5] build"
+echo "==> [5/7] build"
 cargo build --locked --all-targets
 
-echo "==> [5/5] tests"
+echo "==> [6/7] sandbox template 'base' (Debian via mmdebstrap; about a minute the first time)"
+if [ "$(id -u)" = 0 ]; then
+  "$CARGO_TARGET_DIR/debug/kernelbox" template build-base
+else
+  echo "    skipped (not root): the template tests skip too"
+fi
+
+echo "==> [7/7] tests"
 cargo test --locked
 
 echo "==> all tests passed in $((SECONDS - start)) s"

@@ -15,6 +15,9 @@
 //! - [`jupyter`]: a Jupyter client over ZeroMQ — `wire` (framing, HMAC signing), `connection`
 //!   (sockets, routing by parent id), `kernelspec`, `process` (launch, interrupt, shutdown, death).
 //!   It knows nothing of executions or HTTP.
+//! - [`template`]: what sandboxes' roots are made of: a store of read-only layers and manifests
+//!   under `$KERNELBOX_HOME/templates`, and the `base` template (a Debian root from
+//!   `mmdebstrap` with E2B's user `user`). It hands the sandbox layer a root filesystem plan.
 //! - [`sandbox`]: isolated sandboxes running the agent as their init, behind a `Backend` trait
 //!   (spawn, kill, usage, list) so a microVM backend can follow: the namespace backend
 //!   (`sandbox::namespaces`: user/mount/pid/net/ipc/uts namespaces, pivot_root into an overlay),
@@ -29,8 +32,8 @@
 //! (where things live: `$KERNELBOX_HOME`, the default workdir).
 //!
 //! Still to come (see the roadmap and issue 7): the control plane (`kernelbox serve`: E2B's API,
-//! gateway, lifetimes, SQLite state, warm pool), templates, sandbox networking, seccomp and
-//! capability dropping.
+//! gateway, lifetimes, SQLite state, warm pool), sandbox networking, seccomp and
+//! capability dropping, the `code-interpreter-v1` template and templates from `e2b.Dockerfile`.
 
 pub mod agent;
 pub mod client;
@@ -41,5 +44,6 @@ pub mod jupyter;
 pub mod sandbox;
 pub mod setup;
 pub mod sys;
+pub mod template;
 
 pub use interpreter::{Event, Execution, ExecutionError, ExecutionResult};

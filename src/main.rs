@@ -51,6 +51,19 @@ enum Command {
     /// backend; `list` and `kill` come with `serve`).
     #[command(hide = true, subcommand)]
     Sandbox(SandboxCommand),
+    /// Sandbox templates: the root filesystems sandboxes start from (under
+    /// $KERNELBOX_HOME/templates).
+    #[command(subcommand)]
+    Template(TemplateCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Build the `base` template (a Debian root from mmdebstrap, with E2B's user `user`) unless
+    /// it is built and current. Needs root and mmdebstrap; takes about a minute.
+    BuildBase,
+    /// The templates built on this machine.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +84,9 @@ struct RunOnceArgs {
     /// Most processes at once
     #[arg(long, default_value_t = 1024)]
     pids: u64,
+    /// Start from this built template instead of the host-minimal root
+    #[arg(long, value_name = "ID")]
+    template: Option<String>,
     /// Extra arguments for the agent inside (after `--`)
     #[arg(last = true)]
     agent_args: Vec<String>,
@@ -161,6 +177,7 @@ fn main() -> ExitCode {
         Some(Command::Setup(args)) => setup(args),
         Some(Command::Agent(args)) => agent(args),
         Some(Command::Sandbox(SandboxCommand::RunOnce(args))) => sandbox_run_once(args),
+        Some(Command::Template(cmd)) => template(cmd),
         None => {
             let _ = Cli::command().print_help();
             ExitCode::SUCCESS
@@ -253,12 +270,29 @@ fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     let id = SandboxId::random();
+    let ids = kernelbox::sandbox::IdRange::default();
+    let mut agent_args = Vec::new();
+    let rootfs = match &args.template {
+        None => None,
+        Some(name) => {
+            let store = kernelbox::template::TemplateStore::at_home(&config::home());
+            let plan = store.get(name).and_then(|t| {
+                agent_args.push(format!("--workdir={}", t.manifest.workdir));
+                t.rootfs(ids)
+            });
+            match plan {
+                Ok(plan) => Some(plan),
+                Err(e) => return fail(&e.to_string()),
+            }
+        }
+    };
+    agent_args.extend(args.agent_args);
     let spec = SandboxSpec {
         hostname: id.to_string(),
         id: id.clone(),
-        rootfs: None,
+        rootfs,
         agent_binary: exe,
-        agent_args: args.agent_args,
+        agent_args,
         env: Vec::new(),
         limits: Limits {
             memory_bytes: Some(args.memory_mib * 1024 * 1024),
@@ -266,7 +300,7 @@ fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
             cpu_shares: None,
             pids: Some(args.pids),
         },
-        ids: Default::default(),
+        ids,
     };
     runtime.block_on(async move {
         let backend = NamespaceBackend::new(&config::home());
@@ -283,6 +317,43 @@ fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
             Err(e) => fail(&format!("kill: {e}")),
         }
     })
+}
+
+fn template(cmd: TemplateCommand) -> ExitCode {
+    use kernelbox::template::{debian, TemplateStore};
+    let store = TemplateStore::at_home(&config::home());
+    match cmd {
+        TemplateCommand::BuildBase => {
+            let started = std::time::Instant::now();
+            match debian::ensure_base(&store, Default::default()) {
+                Ok(t) => {
+                    println!(
+                        "template {}: layers {} ({:.1} s)",
+                        t.manifest.id,
+                        t.manifest.layers.join(", "),
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        TemplateCommand::List => match store.list() {
+            Ok(list) => {
+                for t in list {
+                    println!(
+                        "{}\tuser {}\tworkdir {}\tlayers {}",
+                        t.id,
+                        t.user,
+                        t.workdir,
+                        t.layers.join(",")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+    }
 }
 
 /// Logs to stderr, `kernelbox=info` unless `RUST_LOG` says otherwise, coloured only on a terminal.

@@ -177,6 +177,56 @@ impl RootfsPlan {
     }
 }
 
+/// Shifts the owners of every file under `dir` by `ids.first` (uid `n` becomes `first + n`), so
+/// that a layer built by host root shows its real owners inside a sandbox whose root is host id
+/// `first`: `/home/user` belongs to `user`, `/etc/sudoers` to root. Set-id bits, which `chown`
+/// clears, are put back; a file with several hard links is shifted once.
+///
+/// A stand-in for idmapped lower layers (`mount_setattr(MOUNT_ATTR_IDMAP)`), which map ownership
+/// at mount time and so let each sandbox have its own id range over the same layer; until then
+/// every sandbox of a layer must use the range it was shifted to.
+pub fn shift_ownership(dir: &Path, ids: super::IdRange) -> Result<(), SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let md =
+            std::fs::symlink_metadata(&path).map_err(|e| SandboxError::io("stat", &path, e))?;
+        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        let shifted = |id: u32| {
+            (id < ids.count).then(|| ids.first + id).ok_or_else(|| {
+                SandboxError::io(
+                    "shift the owner of",
+                    &path,
+                    std::io::Error::other(format!("id {id} is outside the sandbox's range")),
+                )
+            })
+        };
+        let (uid, gid) = (shifted(md.uid())?, shifted(md.gid())?);
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .map_err(|e| SandboxError::io("chown", &path, e))?;
+        let mode = md.mode() & 0o7777;
+        if !md.file_type().is_symlink() && mode & 0o6000 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| SandboxError::io("chmod", &path, e))?;
+        }
+        if md.is_dir() {
+            let entries =
+                std::fs::read_dir(&path).map_err(|e| SandboxError::io("list", &path, e))?;
+            for entry in entries {
+                stack.push(
+                    entry
+                        .map_err(|e| SandboxError::io("list", &path, e))?
+                        .path(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The installation a venv was made from: `home = <prefix>/bin` in its `pyvenv.cfg`.
 fn venv_base(cfg: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(cfg).ok()?;
@@ -206,6 +256,48 @@ mod tests {
         assert_eq!(venv_base(&cfg), Some(PathBuf::from("/opt/py/3.11")));
         std::fs::write(&cfg, "home = /bin\n").expect("cfg");
         assert_eq!(venv_base(&cfg), None);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn shifting_keeps_relative_owners_set_id_bits_and_hard_links() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("kb-shift-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("home/user")).expect("dirs");
+        let owned = |p: &Path, id: u32| std::os::unix::fs::lchown(p, Some(id), Some(id));
+        if owned(&dir.join("home/user"), 1000).is_err() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let suid = dir.join("sudo");
+        std::fs::write(&suid, b"x").expect("write");
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        std::fs::hard_link(&suid, dir.join("sudo-link")).expect("link");
+        symlink("sudo", dir.join("sudo-sym")).expect("symlink");
+        let ids = crate::sandbox::IdRange {
+            first: 100_000,
+            count: 65_536,
+        };
+        shift_ownership(&dir, ids).expect("shift");
+        let md = |p: &str| std::fs::symlink_metadata(dir.join(p)).expect("stat");
+        assert_eq!(
+            (md("home/user").uid(), md("home/user").gid()),
+            (101_000, 101_000)
+        );
+        assert_eq!(
+            md("sudo").uid(),
+            100_000,
+            "a hard-linked file is shifted once"
+        );
+        assert_eq!(md("sudo").mode() & 0o7777, 0o4755, "set-uid bit kept");
+        assert_eq!(md("sudo-sym").uid(), 100_000);
+        assert_eq!(md("").uid(), 100_000);
+        owned(&dir.join("home"), 70_000).expect("chown");
+        assert!(
+            shift_ownership(&dir, ids).is_err(),
+            "an id outside the range"
+        );
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod run;
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

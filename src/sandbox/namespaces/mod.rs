@@ -168,6 +168,7 @@ impl Inner {
         set_mode(&dir, 0o700)?;
         let owner = spec.ids.first;
         chown(&dir, owner)?;
+        let host_minimal = spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal;
         let rootfs = match (&spec.rootfs, &self.rootfs) {
             (Some(plan), _) | (None, Rootfs::Plan(plan)) => plan.clone(),
             (None, Rootfs::HostMinimal) => {
@@ -202,6 +203,9 @@ impl Inner {
         }
         let exe_point = upper.join(AGENT_EXE.trim_start_matches('/'));
         std::fs::write(&exe_point, b"").map_err(|e| SandboxError::io("create", &exe_point, e))?;
+        if !host_minimal {
+            identity_files(&upper, &spec.hostname, owner)?;
+        }
         let log_path = dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -561,7 +565,8 @@ impl Inner {
 
         // On the host-minimal root the agent uses the host's $KERNELBOX_HOME (read-only, with
         // scratch space; see `RootfsPlan::host_minimal`); on a template, its own writable one.
-        let agent_home = if spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal {
+        let host_minimal = spec.rootfs.is_none() && self.rootfs == Rootfs::HostMinimal;
+        let agent_home = if host_minimal {
             self.home.clone()
         } else {
             PathBuf::from(AGENT_HOME)
@@ -577,9 +582,13 @@ impl Inner {
             "0".into(),
             "--unix-socket".into(),
             format!("{SOCKET_DIR}/{SOCKET_NAME}"),
-            "--workdir".into(),
-            "/root".into(),
         ];
+        if host_minimal {
+            // The host's users, none of them E2B's `user`: root's home. On a template the
+            // agent's default applies (`/home/user` where it exists) unless the caller's
+            // arguments name the template's workdir.
+            argv.extend(["--workdir".into(), "/root".into()]);
+        }
 
         argv.extend(spec.agent_args.iter().cloned());
         let mut env = vec![
@@ -816,6 +825,26 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), SandboxError> {
 fn chown(path: &Path, id: u32) -> Result<(), SandboxError> {
     std::os::unix::fs::lchown(path, Some(id), Some(id))
         .map_err(|e| SandboxError::io("chown", path, e))
+}
+
+/// The sandbox's own `/etc/hostname` and `/etc/hosts`, in its upper dir over whatever the
+/// template's layers hold (root inside may edit them).
+fn identity_files(upper: &Path, hostname: &str, owner: u32) -> Result<(), SandboxError> {
+    let etc = upper.join("etc");
+    create_dir_all_owned(upper, &etc, owner)?;
+    for (name, text) in [
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
+        ),
+    ] {
+        let path = etc.join(name);
+        std::fs::write(&path, text).map_err(|e| SandboxError::io("write", &path, e))?;
+        set_mode(&path, 0o644)?;
+        chown(&path, owner)?;
+    }
+    Ok(())
 }
 
 /// `mkdir -p` below `base`, each new folder owned by `id` (root inside).
