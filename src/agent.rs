@@ -366,7 +366,7 @@ impl Agent {
 /// Accepts with `TCP_NODELAY`: small NDJSON lines must not sit in Nagle's buffer waiting for a
 /// delayed ACK (40 ms a line). The plain `TcpStream` keeps vectored writes, so hyper queues large
 /// chunks instead of copying them into its own buffer.
-struct NoDelay(tokio::net::TcpListener);
+pub struct NoDelay(pub tokio::net::TcpListener);
 
 impl axum::serve::Listener for NoDelay {
     type Io = tokio::net::TcpStream;

@@ -5,6 +5,9 @@
 //! `../shared/design/layers.md`):
 //! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`, the
 //!   hidden `sandbox run-once`).
+//! - [`control`]: the control plane (`kernelbox serve`): E2B's sandbox REST API behind
+//!   `X-API-KEY`, the gateway that routes SDK traffic to each sandbox's agent socket, lifetimes
+//!   (deadlines, kill with a recorded reason, reclaim after a restart) and their SQLite records.
 //! - [`agent`]: the in-sandbox server process: its services on their ports from one runtime,
 //!   dispatch by `E2b-Sandbox-Port`, CORS, graceful shutdown on a future.
 //! - [`envd`]: the sandbox API on port 49983 (E2B's envd): users and paths, errors, the Connect
@@ -38,6 +41,7 @@
 pub mod agent;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod envd;
 pub mod interpreter;
 pub mod jupyter;

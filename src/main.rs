@@ -47,6 +47,14 @@ enum Command {
                       the environment its kernels inherit."
     )]
     Agent(AgentArgs),
+    /// Serve E2B's sandbox API and gateway on one port: sandboxes from templates, isolated
+    /// with Linux namespaces and cgroups, with lifetimes (needs root).
+    #[command(
+        after_help = "Point the official SDKs here with E2B_API_URL=http://localhost:3000 \
+                      E2B_SANDBOX_URL=http://localhost:3000 E2B_API_KEY=<a key from \
+                      $KERNELBOX_HOME/serve/api-keys, printed on first start>."
+    )]
+    Serve(ServeArgs),
     /// Sandboxes on this machine (for now only `run-once`, a manual test of the namespace
     /// backend; `list` and `kill` come with `serve`).
     #[command(hide = true, subcommand)]
@@ -55,6 +63,23 @@ enum Command {
     /// $KERNELBOX_HOME/templates).
     #[command(subcommand)]
     Template(TemplateCommand),
+}
+
+#[derive(Args)]
+#[command(args_override_self = true)]
+struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    addr: IpAddr,
+    /// Port of the API and the gateway (0 picks a free one)
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// This instance's state: database, API keys, sandbox folders [default: $KERNELBOX_HOME/serve]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The longest a sandbox may live, in seconds (timeouts are clamped to it)
+    #[arg(long, default_value_t = 3600)]
+    max_lifetime_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +203,7 @@ fn main() -> ExitCode {
         Some(Command::Agent(args)) => agent(args),
         Some(Command::Sandbox(SandboxCommand::RunOnce(args))) => sandbox_run_once(args),
         Some(Command::Template(cmd)) => template(cmd),
+        Some(Command::Serve(args)) => serve(args),
         None => {
             let _ = Cli::command().print_help();
             ExitCode::SUCCESS
@@ -253,6 +279,76 @@ fn agent(args: AgentArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kernelbox agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    use kernelbox::control::{keys::ApiKeys, Sandboxes, ServeConfig};
+    init_tracing();
+    let home = config::home();
+    let state_dir = args.state_dir.unwrap_or_else(|| home.join("serve"));
+    let agent_binary = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(&format!("cannot find the kernelbox binary: {e}")),
+    };
+    // The base template first (a minute on a new machine, with mmdebstrap's progress).
+    let store = kernelbox::template::TemplateStore::at_home(&home);
+    if let Err(e) = kernelbox::template::debian::ensure_base(&store, Default::default()) {
+        return fail(&e.to_string());
+    }
+    let (keys, new_key) = match ApiKeys::load_or_create(&state_dir.join("api-keys")) {
+        Ok(k) => k,
+        Err(e) => return fail(&format!("API keys in {}: {e}", state_dir.display())),
+    };
+    if let Some(key) = new_key {
+        println!(
+            "kernelbox serve: new API key (kept in {}): {key}",
+            state_dir.join("api-keys").display()
+        );
+    }
+    let config = ServeConfig {
+        home,
+        state_dir,
+        agent_binary,
+        max_lifetime: std::time::Duration::from_secs(args.max_lifetime_secs.max(1)),
+        ids: Default::default(),
+        limits: Default::default(),
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let served = runtime.block_on(async move {
+        let sandboxes = Sandboxes::start(config).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind((args.addr, args.port))
+            .await
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", args.addr, args.port))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("kernelbox serve: listening on http://{addr}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let reaper =
+            tokio::spawn(std::sync::Arc::clone(&sandboxes).reaper(stopped(stop_rx.clone())));
+        let server = kernelbox::control::serve(
+            listener,
+            sandboxes,
+            std::sync::Arc::new(keys),
+            agent::shutdown_signal(),
+        )
+        .await;
+        // Stopping: every sandbox is killed (they do not outlive `serve` yet).
+        let _ = stop_tx.send(true);
+        let _ = reaper.await;
+        server.map_err(|e| e.to_string())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kernelbox serve: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1088,3 +1088,60 @@ fn a_refused_upload_is_answered_while_the_body_is_still_coming() {
     assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     assert!(!target.exists());
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body; `None` if the connection closes
+/// first.
+fn read_response(stream: &mut std::net::TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap_or(0));
+            if got.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&got[..end + 4 + len]).into_owned());
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The JS SDK (undici) sends a chunked multipart body's last, empty chunk in a write of its own.
+/// The reply must wait for it: a reply sent at the closing boundary made hyper close the
+/// connection with the chunk unread, and a client still writing it (the gateway's HTTP client)
+/// got a broken pipe instead of the reply. Probe: the same connection carries a second request.
+#[test]
+fn a_multipart_uploads_last_chunk_is_read_before_the_reply() {
+    let (url, workdir) = agent();
+    let dir = test_dir(workdir, "late-chunk");
+    let path = dir.join("late.txt").to_string_lossy().replace('/', "%2F");
+    let host = url.trim_start_matches("http://").to_string();
+    let (content_type, form) = multipart(&[("file", Some("late.txt"), b"late".as_slice())]);
+    let mut stream = std::net::TcpStream::connect(&host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!(
+        "POST /files?path={path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        form.len()
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    stream.write_all(&form).expect("form");
+    stream.write_all(b"\r\n").expect("chunk end");
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"0\r\n\r\n").expect("last chunk");
+    let first = read_response(&mut stream).expect("a reply to the upload");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    stream
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("second request");
+    let second = read_response(&mut stream).expect("the connection is still open");
+    assert!(second.starts_with("HTTP/1.1 204"), "{second}");
+    assert_eq!(std::fs::read(dir.join("late.txt")).expect("file"), b"late");
+}

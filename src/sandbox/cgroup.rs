@@ -89,30 +89,32 @@ pub struct Cgroups {
 impl Cgroups {
     /// Creates the sandbox's cgroups under the current process's and writes `limits` into them.
     pub fn create(id: &SandboxId, limits: &Limits) -> Result<Cgroups, CgroupError> {
+        let cgroups = Cgroups::locate(id)?;
+        for (_, dir) in &cgroups.dirs {
+            // A controller sharing a hierarchy with an earlier one shares its folder.
+            let shared = cgroups.dirs.iter().filter(|(_, d)| d == dir).count() > 1;
+            create_under_shared_parent(dir, shared)?;
+        }
+        cgroups.apply(limits)?;
+        Ok(cgroups)
+    }
+
+    /// The cgroups a sandbox of this id has or would have (nothing is created): for reclaiming
+    /// what an earlier run left, with [`Cgroups::destroy`].
+    pub fn locate(id: &SandboxId) -> Result<Cgroups, CgroupError> {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| io_err(Path::new("/proc/self/cgroup"), e))?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| io_err(Path::new("/proc/self/mountinfo"), e))?;
         let bases = v1_bases(&own, &mountinfo)?;
-        let mut cgroups = Cgroups {
-            dirs: Vec::new(),
+        let dirs = bases
+            .into_iter()
+            .map(|(controller, base)| (controller, base.join(PARENT).join(id.as_str())))
+            .collect();
+        Ok(Cgroups {
+            dirs,
             removed: false,
-        };
-        for (controller, base) in bases {
-            let dir = base.join(PARENT).join(id.as_str());
-            if !cgroups.dirs.iter().any(|(_, d)| *d == dir) {
-                match std::fs::create_dir(base.join(PARENT)) {
-                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
-                        return Err(io_err(&base.join(PARENT), e))
-                    }
-                    _ => {}
-                }
-                std::fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
-            }
-            cgroups.dirs.push((controller, dir));
-        }
-        cgroups.apply(limits)?;
-        Ok(cgroups)
+        })
     }
 
     fn dir(&self, controller: Controller) -> &Path {
@@ -279,6 +281,26 @@ impl Drop for Cgroups {
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
             let _ = self.remove_dirs(Instant::now() + Duration::from_secs(2));
+        }
+    }
+}
+
+/// Creates a sandbox's cgroup folder and, if need be, the parent all sandboxes share. The
+/// parent goes when the last sandbox does, so a kill elsewhere may remove it between the two
+/// `mkdir`s: then both are made again.
+fn create_under_shared_parent(dir: &Path, shared: bool) -> Result<(), CgroupError> {
+    let parent = dir.parent().unwrap_or(dir);
+    let mut attempts = 0;
+    loop {
+        match std::fs::create_dir(parent) {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(io_err(parent, e)),
+            _ => {}
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && shared => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => attempts += 1,
+            Err(e) => return Err(io_err(dir, e)),
         }
     }
 }

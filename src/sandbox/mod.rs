@@ -181,6 +181,11 @@ pub trait Backend: Send + Sync {
 
     /// The sandboxes this backend runs now.
     fn list(&self) -> Vec<SandboxHandle>;
+
+    /// Frees whatever a sandbox of an earlier run left on this host (processes, cgroups,
+    /// folders): the control plane calls it for the sandboxes its records say were running
+    /// when it stopped, so other instances' sandboxes are never touched. Nothing left is fine.
+    fn reclaim<'a>(&'a self, id: &'a SandboxId) -> BoxFuture<'a, Result<(), SandboxError>>;
 }
 
 /// Why a sandbox could not be created, inspected or killed.

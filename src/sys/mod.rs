@@ -7,6 +7,7 @@
 pub mod env;
 pub mod fs;
 pub mod process;
+pub mod time;
 
 pub use fs::{private_dir, write_private};
 pub use process::{

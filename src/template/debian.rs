@@ -89,6 +89,7 @@ pub fn ensure_base(store: &TemplateStore, ids: IdRange) -> Result<Template, Temp
         user: USER.into(),
         workdir: format!("/home/{USER}"),
         env: Default::default(),
+        kernels: Vec::new(),
         ids_first: ids.first,
         built_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

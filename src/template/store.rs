@@ -23,6 +23,9 @@ pub struct Manifest {
     /// Environment every process of a sandbox gets.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Languages whose code contexts the agent starts up front (none: no code interpreter).
+    #[serde(default)]
+    pub kernels: Vec<String>,
     /// The first host id the layers' owners are shifted by (see
     /// [`crate::sandbox::rootfs::shift_ownership`]): sandboxes must map root to it.
     pub ids_first: u32,
@@ -254,6 +257,7 @@ mod tests {
             user: "user".into(),
             workdir: "/home/user".into(),
             env: BTreeMap::new(),
+            kernels: Vec::new(),
             ids_first: 100_000,
             built_at: 1,
         }

@@ -84,7 +84,7 @@ pub async fn post_files(
     let plan = match Plan::of(&envd, &headers, &uri) {
         Ok(plan) => plan,
         Err(e) => {
-            drain(body).await;
+            drain(body.into_data_stream()).await;
             return Err(e);
         }
     };
@@ -112,8 +112,7 @@ pub async fn post_files(
 const DRAIN_BYTES: usize = 256 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn drain(body: Body) {
-    let mut stream = body.into_data_stream();
+async fn drain<E>(mut stream: impl Stream<Item = Result<Bytes, E>> + Unpin) {
     let mut taken = 0;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while taken < DRAIN_BYTES {
@@ -240,7 +239,8 @@ async fn multipart(
 ) -> Result<Vec<WrittenEntry>, FilesError> {
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| FilesError::BadRequest(format!("error parsing multipart form: {e}")))?;
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let shared = SharedBody(Arc::new(std::sync::Mutex::new(body.into_data_stream())));
+    let mut form = multer::Multipart::new(shared.clone(), boundary);
     let mut entries: Vec<WrittenEntry> = Vec::new();
     loop {
         let mut field = match form.next_field().await {
@@ -280,7 +280,29 @@ async fn multipart(
         };
         entries.push(request.entry(&path, &written));
     }
+    drop(form);
+    drain(shared).await;
     Ok(entries)
+}
+
+/// The request body shared by the multipart parser and its handler, so that what follows the
+/// closing boundary (a chunked body's last, empty chunk; an epilogue) is read before the reply:
+/// hyper closes a connection whose request was not read to its end, and a client still writing
+/// that last chunk then gets a broken pipe instead of the reply. Undici (the JS SDK) sends it in
+/// a write of its own, so through the gateway about one upload in three failed that way.
+#[derive(Clone)]
+struct SharedBody(Arc<std::sync::Mutex<axum::body::BodyDataStream>>);
+
+impl Stream for SharedBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut stream = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::pin::Pin::new(&mut *stream).poll_next(cx)
+    }
 }
 
 /// A multipart failure: the body itself failing means the client went away; anything else is a

@@ -683,6 +683,24 @@ impl Backend for NamespaceBackend {
             .unwrap_or_else(|e| e.into_inner());
         map.values().map(|r| r.handle.clone()).collect()
     }
+
+    fn reclaim<'a>(&'a self, id: &'a SandboxId) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let dir = self.inner.runtime_dir.join(id.as_str());
+            let cgroups = Cgroups::locate(id)?;
+            tokio::task::spawn_blocking(move || {
+                // Not our child: the cgroup's kill takes init and everything else.
+                Resources {
+                    dir: Some(dir),
+                    cgroups: Some(cgroups),
+                    init: None,
+                }
+                .release()
+            })
+            .await
+            .map_err(|e| SandboxError::Unsupported(format!("reclaim task failed: {e}")))?
+        })
+    }
 }
 
 impl Drop for NamespaceBackend {

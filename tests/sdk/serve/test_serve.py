@@ -1,0 +1,130 @@
+"""The official Python SDK (e2b 2.63.0) against `kernelbox serve`, outside debug mode.
+
+Started by `cargo test --test serve`, which runs a `kernelbox serve` of its own and passes its URL
+and API key as KERNELBOX_SERVE_URL / KERNELBOX_SERVE_KEY. The SDK is configured only the way a
+user would: E2B_API_URL and E2B_SANDBOX_URL pointing at serve, E2B_API_KEY.
+"""
+
+import os
+import time
+import uuid
+
+URL = os.environ["KERNELBOX_SERVE_URL"].rstrip("/")
+KEY = os.environ["KERNELBOX_SERVE_KEY"]
+os.environ.update(E2B_API_URL=URL, E2B_SANDBOX_URL=URL, E2B_API_KEY=KEY, E2B_DOMAIN="kernelbox.invalid")
+os.environ.pop("E2B_DEBUG", None)
+
+import pytest  # noqa: E402
+from e2b import AsyncSandbox, Sandbox, SandboxQuery  # noqa: E402
+from e2b import AuthenticationException, CommandExitException, SandboxException  # noqa: E402
+
+
+@pytest.fixture
+def sandbox():
+    sbx = Sandbox.create(timeout=120, metadata={"suite": "serve"}, envs={"SUITE_VAR": "from-create"})
+    yield sbx
+    sbx.kill()
+
+
+def test_create_gives_a_running_sandbox_with_metadata_envs_and_a_deadline(sandbox):
+    assert len(sandbox.sandbox_id) == 20 and sandbox.sandbox_id.isalnum()
+    info = sandbox.get_info()
+    assert info.template_id == "base"
+    assert info.metadata == {"suite": "serve"}
+    assert 100 <= (info.end_at - info.started_at).total_seconds() <= 121
+    assert sandbox.is_running()
+    out = sandbox.commands.run("echo $SUITE_VAR; echo $E2B_SANDBOX_ID")
+    assert out.stdout.split() == ["from-create", sandbox.sandbox_id]
+
+
+def test_commands_run_as_user_by_default_and_as_root_when_asked(sandbox):
+    assert sandbox.commands.run("id -un; pwd").stdout.split() == ["user", "/home/user"]
+    assert sandbox.commands.run("id -un", user="root").stdout.strip() == "root"
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run("exit 3")
+
+
+def test_files_round_trip_through_the_gateway(sandbox):
+    sandbox.files.write("notes/a.txt", "hello from python")
+    assert sandbox.files.read("/home/user/notes/a.txt") == "hello from python"
+    names = [e.name for e in sandbox.files.list("/home/user/notes")]
+    assert names == ["a.txt"]
+    owner = sandbox.commands.run("stat -c %U /home/user/notes/a.txt").stdout.strip()
+    assert owner == "user"
+
+
+def test_set_timeout_moves_the_deadline_both_ways_and_connect_only_extends(sandbox):
+    sandbox.set_timeout(600)
+    far = sandbox.get_info().end_at
+    sandbox.set_timeout(60)
+    near = sandbox.get_info().end_at
+    assert (far - near).total_seconds() > 500
+    Sandbox.connect(sandbox.sandbox_id, timeout=10)
+    assert Sandbox.get_info(sandbox.sandbox_id).end_at == near
+    Sandbox.connect(sandbox.sandbox_id, timeout=900)
+    assert Sandbox.get_info(sandbox.sandbox_id).end_at > far
+
+
+def test_list_pages_and_filters_by_metadata():
+    tag = uuid.uuid4().hex
+    made = [Sandbox.create(timeout=60, metadata={"tag": tag, "n": str(i)}) for i in range(3)]
+    try:
+        paginator = Sandbox.list(query=SandboxQuery(metadata={"tag": tag}), limit=2)
+        first = paginator.next_items()
+        assert len(first) == 2 and paginator.has_next
+        second = paginator.next_items()
+        assert len(second) == 1 and not paginator.has_next
+        seen = {s.sandbox_id for s in first + second}
+        assert seen == {s.sandbox_id for s in made}
+        only = Sandbox.list(query=SandboxQuery(metadata={"tag": tag, "n": "1"})).next_items()
+        assert [s.sandbox_id for s in only] == [made[1].sandbox_id]
+    finally:
+        for s in made:
+            s.kill()
+
+
+def test_kill_ends_the_sandbox_and_a_gone_sandbox_is_not_found(sandbox):
+    sandbox_id = sandbox.sandbox_id
+    assert sandbox.kill() is True
+    assert not sandbox.is_running()
+    assert Sandbox.kill(sandbox_id) is False
+    with pytest.raises(SandboxException):
+        sandbox.commands.run("true")
+
+
+def test_a_sandbox_expires_on_its_own():
+    sbx = Sandbox.create(timeout=2)
+    assert sbx.is_running()
+    deadline = time.time() + 20
+    while sbx.is_running() and time.time() < deadline:
+        time.sleep(0.25)
+    assert not sbx.is_running()
+    assert sbx.sandbox_id not in [s.sandbox_id for s in Sandbox.list().next_items()]
+
+
+def test_a_wrong_api_key_is_refused():
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(api_key="e2b_" + "0" * 40)
+
+
+def test_an_unknown_template_is_not_found():
+    with pytest.raises(SandboxException) as err:
+        Sandbox.create(template="no-such-template")
+    assert "404" in str(err.value) and "not found" in str(err.value)
+
+
+async def _async_round_trip():
+    sbx = await AsyncSandbox.create(timeout=60)
+    try:
+        out = await sbx.commands.run("echo async")
+        assert out.stdout.strip() == "async"
+        await sbx.files.write("/home/user/async.txt", b"bytes")
+        assert await sbx.files.read("/home/user/async.txt", format="bytes") == b"bytes"
+    finally:
+        await sbx.kill()
+
+
+def test_the_async_sdk_too():
+    import asyncio
+
+    asyncio.run(_async_round_trip())

@@ -1,0 +1,238 @@
+//! `kernelbox serve` end to end: the official SDKs (Python and JS, outside debug mode) create,
+//! use, time out and kill sandboxes through its API and gateway; a restart reclaims what a killed
+//! `serve` left.
+//!
+//! Needs root (sandboxes), the base template (`kernelbox template build-base`; built here if
+//! missing) and the SDKs (`tests/sdk/install.sh`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `kernelbox serve` on a free loopback port with a state folder of its own.
+struct Serve {
+    url: String,
+    key: String,
+    child: Child,
+}
+
+impl Serve {
+    fn start(state: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kernelbox"))
+            .args(["serve", "--addr", "127.0.0.1", "--port", "0", "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kernelbox serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .expect("read");
+            if let Some(url) = line.strip_prefix("kernelbox serve: listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let keys = std::fs::read_to_string(state.join("api-keys")).expect("api-keys");
+        let key = keys
+            .lines()
+            .find(|l| l.starts_with("e2b_"))
+            .expect("a key")
+            .to_string();
+        Serve { url, key, child }
+    }
+
+    /// Stops it as `kill -9` would: nothing of its own clean-up runs.
+    fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // SIGTERM: serve kills its sandboxes before it exits.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kb-serve-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs an SDK suite against `serve` and asserts it passes (output streams live).
+fn run_suite(name: &str, mut cmd: Command, serve: &Serve) {
+    cmd.current_dir(repo())
+        .env("KERNELBOX_SERVE_URL", &serve.url)
+        .env("KERNELBOX_SERVE_KEY", &serve.key)
+        .env("KERNELBOX_HOME", kernelbox::config::home())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("E2B_DEBUG")
+        .stdin(Stdio::null());
+    eprintln!("==> {name}: {cmd:?} against {}", serve.url);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{name}: cannot start: {e}"));
+    assert!(status.success(), "{name}: the suite failed ({status})");
+}
+
+#[test]
+fn python_sdk_against_serve() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let python = kernelbox::config::home().join("sdk/python/bin/python");
+    assert!(
+        python.is_file(),
+        "the Python SDK is not installed: run tests/sdk/install.sh"
+    );
+    let state = state_dir("py");
+    let serve = Serve::start(&state);
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pytest",
+        "tests/sdk/serve",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]);
+    run_suite("python SDK against serve", cmd, &serve);
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn js_sdk_against_serve() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let state = state_dir("js");
+    let serve = Serve::start(&state);
+    let mut cmd = Command::new("node");
+    cmd.args([
+        "--test",
+        "--test-reporter=spec",
+        "tests/sdk/serve/serve.test.mjs",
+    ]);
+    run_suite("JS SDK against serve", cmd, &serve);
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Host pids of the agents whose sandbox folder lies under `state`.
+fn agents_of(state: &Path) -> Vec<u32> {
+    let sandboxes = state.join("sandboxes");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // The agent's log is its stdout: /proc/<pid>/fd/1 points into its sandbox folder.
+        if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/1")) {
+            if target.starts_with(&sandboxes) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+async fn create(serve: &Serve) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v2/sandboxes", serve.url))
+        .header("X-API-KEY", &serve.key)
+        .json(&serde_json::json!({"templateID": "base", "timeout": 600}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    answer["sandboxID"].as_str().expect("id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reclaims_what_a_killed_serve_left() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let state = state_dir("restart");
+    let serve = Serve::start(&state);
+    let ids = [create(&serve).await, create(&serve).await];
+    let agents = agents_of(&state);
+    assert_eq!(agents.len(), 2, "one agent per sandbox");
+    serve.crash();
+    // Nothing cleaned up: the sandboxes outlive a crashed serve until it comes back.
+    assert!(agents
+        .iter()
+        .all(|p| Path::new(&format!("/proc/{p}")).exists()));
+
+    let serve = Serve::start(&state);
+    assert!(agents_of(&state).is_empty(), "agents left after reclaim");
+    for id in &ids {
+        assert!(
+            !state.join("sandboxes").join(id).exists(),
+            "folder of {id} left"
+        );
+        let sid = kernelbox::sandbox::SandboxId::new(id).expect("id");
+        let cgroups = kernelbox::sandbox::cgroup::Cgroups::locate(&sid).expect("locate");
+        for dir in cgroups.paths() {
+            assert!(!dir.exists(), "cgroup {} left", dir.display());
+        }
+        // Dropping a located handle must not touch anything: nothing is there.
+        drop(cgroups);
+    }
+    let listed: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{}/v2/sandboxes", serve.url))
+        .header("X-API-KEY", &serve.key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(listed.is_empty(), "{listed:?}");
+    let db = rusqlite::Connection::open(state.join("state.db")).expect("db");
+    let reasons: Vec<String> = db
+        .prepare("SELECT end_reason FROM sandboxes")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(reasons, ["restart", "restart"]);
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}
