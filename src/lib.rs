@@ -34,9 +34,8 @@
 //! [`Execution`]), [`setup`] (installs what the kernels need, `kernelbox setup`) and [`config`]
 //! (where things live: `$KERNELBOX_HOME`, the default workdir).
 //!
-//! Still to come (see the roadmap and issue 7): the control plane (`kernelbox serve`: E2B's API,
-//! gateway, lifetimes, SQLite state, warm pool), sandbox networking, seccomp and
-//! capability dropping, the `code-interpreter-v1` template and templates from `e2b.Dockerfile`.
+//! Still to come (see the roadmap and issue 7): the warm pool, sandbox networking, the
+//! `code-interpreter-v1` template, and templates from `e2b.Dockerfile`.
 
 pub mod agent;
 pub mod client;

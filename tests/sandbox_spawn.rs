@@ -11,8 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::sandbox::{backend, is_root, sh, spawn_or_skip};
+use common::sandbox::{backend, http, is_root, sh, spawn_or_skip};
 use kernelbox::sandbox::{Backend, IdRange, Limits, SandboxError, SandboxId, SandboxSpec};
+use serde_json::json;
 
 const IDS: IdRange = IdRange {
     first: 100_000,
@@ -353,4 +354,90 @@ async fn limits_hold_inside_and_the_agent_survives_them() {
     for p in &paths {
         assert!(!p.exists(), "cgroup {} remains", p.display());
     }
+}
+
+/// A probe run by `sh -c` on the host (the test runs as root): its stdout.
+fn host_sh(script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("host sh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Hardening: each probe names what it tries, runs inside (expected: refused) and on the host
+/// (expected: allowed, so the probe itself can succeed), and the kernels still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_refuses_inside_what_the_host_allows_and_kernels_still_run() {
+    let (_runtime, backend) = backend("hard");
+    let id = SandboxId::random();
+    let mut spec = spec(&id);
+    spec.agent_args = vec!["--default-languages=python,javascript,r,java".into()];
+    // Four kernels at once (the JVM alone reserves a few hundred MB).
+    spec.limits.memory_bytes = Some(2 << 30);
+    spec.limits.pids = Some(1024);
+    let Some(handle) = spawn_or_skip(&backend, spec).await else {
+        return;
+    };
+
+    // A nested user namespace (it would hold every capability again): `unshare -U true`.
+    let probe = "unshare -U true 2>/dev/null; echo $?";
+    assert_ne!(sh(&handle, probe).await.trim(), "0", "inside");
+    assert_eq!(host_sh(probe).trim(), "0", "on the host");
+
+    // Mounting, as root: inside it needs CAP_SYS_ADMIN, which the bounding set dropped.
+    let mount = "mount -t tmpfs none /mnt 2>/dev/null; echo $?";
+    assert_ne!(sh(&handle, mount).await.trim(), "0", "inside");
+    assert_eq!(
+        host_sh(&format!("unshare -m sh -c '{mount}'")).trim(),
+        "0",
+        "on the host"
+    );
+
+    // The bounding set: exactly Docker's defaults inside.
+    let bounding = "grep CapBnd /proc/self/status";
+    let expected = format!("{:016x}", kernelbox::sandbox::hardening::kept_mask());
+    assert!(sh(&handle, bounding).await.contains(&expected));
+    assert!(!host_sh(bounding).contains(&expected));
+
+    // The kernel keyring (not namespaced): keyctl(KEYCTL_GET_KEYRING_ID, session) by number.
+    let keyctl = "perl -e 'syscall(250, 0, -3, 0, 0, 0); print \"$!\\n\"'";
+    assert!(sh(&handle, keyctl)
+        .await
+        .contains("Operation not permitted"));
+    assert!(!host_sh(keyctl).contains("Operation not permitted"));
+
+    // ipykernel, Deno (V8; threads through clone3 falling back to clone), R and the JVM still
+    // run cells.
+    for (language, code, expected) in [
+        ("python", "import threading; print(sum(range(10)))", "45"),
+        (
+            "javascript",
+            "console.log([1, 2, 3].map(x => x * 2).join(','))",
+            "2,4,6",
+        ),
+        ("r", "cat(sum(1:9))", "45"),
+        (
+            "java",
+            "System.out.println(java.util.stream.IntStream.range(0, 10).sum());",
+            "45",
+        ),
+    ] {
+        let body = json!({"code": code, "language": language}).to_string();
+        let (status, answer) = http(
+            &handle.agent_socket,
+            "POST",
+            "/execute",
+            &[
+                ("Content-Type", "application/json"),
+                ("E2b-Sandbox-Port", "49999"),
+            ],
+            body.as_bytes(),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains(expected), "{language}: {answer}");
+    }
+    backend.kill(&id).await.expect("kill");
 }

@@ -19,11 +19,14 @@
 //! - [`namespaces`]: the namespace backend: clone into new user, mount, pid, net, ipc and uts
 //!   namespaces, build the root inside, pivot_root, exec the agent; kill and clean up.
 //!
-//! Still to come (later slices of issue 7): template layers, idmapped lower layers, network
-//! through pasta/slirp4netns, seccomp and capability dropping, freezer pause, reclaim of what a
-//! previous run left, a warm pool, the microVM backend.
+//! - [`hardening`]: the capability whitelist and the seccomp deny-list applied before the agent
+//!   starts.
+//!
+//! Still to come (later slices of issue 7): idmapped lower layers (per-sandbox id ranges),
+//! network through pasta, masked `/proc` paths, freezer pause, a warm pool, the microVM backend.
 
 pub mod cgroup;
+pub mod hardening;
 pub mod namespaces;
 pub mod rootfs;
 

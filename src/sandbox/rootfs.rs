@@ -46,7 +46,7 @@ const HOST_DIRS: &[&str] = &[
 
 /// Pieces of the host's `/etc` that programs read: users and groups (envd resolves users), name
 /// service and linker configuration, TLS roots, time zone, shell start-up, Debian alternatives
-/// (many `/usr/bin` commands link through them).
+/// (many `/usr/bin` commands link through them), and the kernels' runtimes' configuration.
 const HOST_ETC: &[&str] = &[
     "passwd",
     "group",
@@ -63,6 +63,9 @@ const HOST_ETC: &[&str] = &[
     "profile.d",
     "bash.bashrc",
     "environment",
+    // R's and the JDK's configuration (Debian links /usr/lib/R/etc and the JDK's conf/ here).
+    "R",
+    "java-17-openjdk",
 ];
 
 /// Empty directories of the skeleton (mount points and the usual top level).

@@ -52,6 +52,13 @@ pub(super) enum Step {
     BecomeRoot,
     /// `PR_SET_NO_NEW_PRIVS`: no exec may gain privileges (setuid binaries, file capabilities).
     NoNewPrivs,
+    /// Drops every capability not in `keep` (a mask) from the bounding set and clears the
+    /// ambient set, so nothing exec'd from here on can hold one.
+    DropCapabilities {
+        keep: u64,
+    },
+    /// Installs a seccomp filter (after [`Step::NoNewPrivs`], which the kernel requires).
+    Seccomp(Vec<libc::sock_filter>),
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -266,5 +273,38 @@ unsafe fn step_run(step: &Step) -> Result<(), ()> {
             check(libc::syscall(libc::SYS_setresuid, 0, 0, 0) as libc::c_int)
         }
         Step::NoNewPrivs => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
+        Step::DropCapabilities { keep } => {
+            for cap in 0..64u32 {
+                if keep & (1 << cap) != 0 {
+                    continue;
+                }
+                // EINVAL: past the kernel's last capability.
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                    && *libc::__errno_location() != libc::EINVAL
+                {
+                    return Err(());
+                }
+            }
+            check(libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ))
+        }
+        Step::Seccomp(filter) => {
+            let program = libc::sock_fprog {
+                len: filter.len() as libc::c_ushort,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            check(libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &program as *const libc::sock_fprog as libc::c_ulong,
+                0,
+                0,
+            ))
+        }
     }
 }

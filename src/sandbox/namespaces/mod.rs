@@ -66,6 +66,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::cgroup::Cgroups;
+use super::hardening;
 use super::rootfs::{Bind, RootfsPlan};
 use super::{Backend, IdRange, SandboxError, SandboxHandle, SandboxId, SandboxSpec, Usage};
 use child::{Plan, Step};
@@ -562,6 +563,16 @@ impl Inner {
         steps.push(("bring up lo".into(), Step::LoopbackUp));
         steps.push(("pivot_root".into(), Step::PivotRoot(path_cstr(&root)?)));
         steps.push(("set no_new_privs".into(), Step::NoNewPrivs));
+        steps.push((
+            "drop capabilities".into(),
+            Step::DropCapabilities {
+                keep: hardening::kept_mask(),
+            },
+        ));
+        steps.push((
+            "install the seccomp filter".into(),
+            Step::Seccomp(hardening::seccomp_filter()),
+        ));
 
         // On the host-minimal root the agent uses the host's $KERNELBOX_HOME (read-only, with
         // scratch space; see `RootfsPlan::host_minimal`); on a template, its own writable one.
