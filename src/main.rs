@@ -55,9 +55,8 @@ enum Command {
                       $KERNELBOX_HOME/serve/api-keys, printed on first start>."
     )]
     Serve(ServeArgs),
-    /// Sandboxes on this machine (for now only `run-once`, a manual test of the namespace
-    /// backend; `list` and `kill` come with `serve`).
-    #[command(hide = true, subcommand)]
+    /// The sandboxes of a running `kernelbox serve`: list and kill them.
+    #[command(subcommand)]
     Sandbox(SandboxCommand),
     /// Sandbox templates: the root filesystems sandboxes start from (under
     /// $KERNELBOX_HOME/templates).
@@ -93,9 +92,54 @@ enum TemplateCommand {
 
 #[derive(Subcommand)]
 enum SandboxCommand {
+    /// The running sandboxes: id, template, start, deadline, metadata.
+    List(ServeClientArgs),
+    /// Kill sandboxes by id.
+    Kill {
+        #[command(flatten)]
+        serve: ServeClientArgs,
+        /// Sandbox ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Start one sandbox on the host-minimal root, print its agent socket, and kill it on
-    /// Ctrl-C or SIGTERM.
+    /// Ctrl-C or SIGTERM (a manual test of the namespace backend, without `serve`).
+    #[command(hide = true)]
     RunOnce(RunOnceArgs),
+}
+
+/// How to reach `kernelbox serve`.
+#[derive(Args)]
+struct ServeClientArgs {
+    /// The URL of `kernelbox serve` [default: $E2B_API_URL, else http://localhost:3000]
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// API key [default: $E2B_API_KEY, else the first key in $KERNELBOX_HOME/serve/api-keys]
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+}
+
+impl ServeClientArgs {
+    fn url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| std::env::var("E2B_API_URL").ok())
+            .unwrap_or_else(|| "http://localhost:3000".into())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    fn key(&self) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| std::env::var("E2B_API_KEY").ok())
+            .or_else(|| {
+                let keys = std::fs::read_to_string(config::home().join("serve/api-keys")).ok()?;
+                keys.lines()
+                    .find(|l| l.starts_with("e2b_"))
+                    .map(str::to_string)
+            })
+    }
 }
 
 #[derive(Args)]
@@ -202,6 +246,8 @@ fn main() -> ExitCode {
         Some(Command::Setup(args)) => setup(args),
         Some(Command::Agent(args)) => agent(args),
         Some(Command::Sandbox(SandboxCommand::RunOnce(args))) => sandbox_run_once(args),
+        Some(Command::Sandbox(SandboxCommand::List(serve))) => sandbox_list(&serve),
+        Some(Command::Sandbox(SandboxCommand::Kill { serve, ids })) => sandbox_kill(&serve, &ids),
         Some(Command::Template(cmd)) => template(cmd),
         Some(Command::Serve(args)) => serve(args),
         None => {
@@ -352,6 +398,73 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One call to `serve`'s API: the answer's status and JSON body (`null` when it has none).
+fn serve_call(
+    serve: &ServeClientArgs,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<(u16, serde_json::Value), String> {
+    let key = serve
+        .key()
+        .ok_or("no API key: pass --api-key or set E2B_API_KEY")?;
+    let url = format!("{}{path}", serve.url());
+    let runtime = runtime().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let answer = reqwest::Client::new()
+            .request(method, &url)
+            .header("X-API-KEY", key)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = answer.status().as_u16();
+        let body = answer.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    })
+}
+
+fn sandbox_list(serve: &ServeClientArgs) -> ExitCode {
+    match serve_call(serve, reqwest::Method::GET, "/v2/sandboxes?limit=100") {
+        Ok((200, serde_json::Value::Array(list))) => {
+            println!(
+                "{:<22} {:<22} {:<26} {:<26} metadata",
+                "id", "template", "started", "ends"
+            );
+            for s in list {
+                println!(
+                    "{:<22} {:<22} {:<26} {:<26} {}",
+                    s["sandboxID"].as_str().unwrap_or(""),
+                    s["templateID"].as_str().unwrap_or(""),
+                    s["startedAt"].as_str().unwrap_or(""),
+                    s["endAt"].as_str().unwrap_or(""),
+                    s["metadata"]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => fail(&format!("serve answered {status}: {body}")),
+        Err(e) => fail(&e),
+    }
+}
+
+fn sandbox_kill(serve: &ServeClientArgs, ids: &[String]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for id in ids {
+        match serve_call(serve, reqwest::Method::DELETE, &format!("/sandboxes/{id}")) {
+            Ok((204, _)) => println!("killed {id}"),
+            Ok((404, _)) => {
+                eprintln!("kernelbox: sandbox {id} not found");
+                code = ExitCode::FAILURE;
+            }
+            Ok((status, body)) => {
+                eprintln!("kernelbox: killing {id}: serve answered {status}: {body}");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    code
 }
 
 fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {

@@ -236,3 +236,41 @@ async fn a_restart_reclaims_what_a_killed_serve_left() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// `kernelbox sandbox list|kill` against a serve: (exit success, stdout).
+fn cli(serve: &Serve, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelbox"))
+        .arg("sandbox")
+        .args(args)
+        .args(["--url", &serve.url, "--api-key", &serve.key])
+        .output()
+        .expect("kernelbox sandbox");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_kills_sandboxes() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let state = state_dir("cli");
+    let serve = Serve::start(&state);
+    let id = create(&serve).await;
+    let (ok, listed) = cli(&serve, &["list"]);
+    assert!(
+        ok && listed.contains(&id) && listed.contains("base"),
+        "{listed}"
+    );
+    let (ok, killed) = cli(&serve, &["kill", &id]);
+    assert!(ok && killed.contains(&format!("killed {id}")), "{killed}");
+    let (ok, listed) = cli(&serve, &["list"]);
+    assert!(ok && !listed.contains(&id), "{listed}");
+    let (ok, _) = cli(&serve, &["kill", &id]);
+    assert!(!ok, "killing a gone sandbox fails");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}
