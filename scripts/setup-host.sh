@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Host packages that sandboxes need (not the kernels: kernels/setup.sh installs those):
 #   mmdebstrap   builds the `base` template's Debian root from Debian's archive
+#   slirp4netns  user-mode networking for sandboxes (no change to the host's firewall or routes)
 # Idempotent; installs with apt only as root (sandboxes need root anyway), and says so otherwise.
 set -euo pipefail
-PKGS=(mmdebstrap)
+PKGS=(mmdebstrap slirp4netns)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

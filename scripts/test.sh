@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KERNELBOX_HOME/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$SECONDS
 
-echo "==> [1/7] host packages for sandboxes (mmdebstrap)"
+echo "==> [1/7] host packages for sandboxes (mmdebstrap, slirp4netns)"
 bash scripts/setup-host.sh
 
 echo "==> [2/7] kernels (python venv, Deno, bash, R, Java) into $KERNELBOX_HOME"

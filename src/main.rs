@@ -156,6 +156,9 @@ struct RunOnceArgs {
     /// Start from this built template instead of the host-minimal root
     #[arg(long, value_name = "ID")]
     template: Option<String>,
+    /// Give the sandbox a user-mode route to the host's network (slirp4netns), not only lo
+    #[arg(long)]
+    network: bool,
     /// Extra arguments for the agent inside (after `--`)
     #[arg(last = true)]
     agent_args: Vec<String>,
@@ -361,6 +364,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_lifetime: std::time::Duration::from_secs(args.max_lifetime_secs.max(1)),
         ids: Default::default(),
         limits: Default::default(),
+        ca_bundle: ServeConfig::host_ca_bundle(),
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -510,6 +514,11 @@ fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
             pids: Some(args.pids),
         },
         ids,
+        network: if args.network {
+            kernelbox::sandbox::Network::UserMode
+        } else {
+            kernelbox::sandbox::Network::None
+        },
     };
     runtime.block_on(async move {
         let backend = NamespaceBackend::new(&config::home());

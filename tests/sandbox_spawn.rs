@@ -40,6 +40,7 @@ fn spec(id: &SandboxId) -> SandboxSpec {
         env: vec![("RUST_LOG".into(), "kernelbox=info".into())],
         limits: limits(),
         ids: IDS,
+        network: Default::default(),
     }
 }
 

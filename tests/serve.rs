@@ -168,6 +168,39 @@ fn agents_of(state: &Path) -> Vec<u32> {
     pids
 }
 
+/// Whether a pid runs: not gone and not a zombie (an orphan's zombie waits for the host's
+/// init, which may reap it late).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with(['Z', 'X'])
+    })
+}
+
+/// Host pids of the slirp4netns serving the network namespace of any of `inits`.
+fn slirps_of(inits: &[u32]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("slirp4netns"))
+            && inits.iter().any(|i| args.contains(&i.to_string()))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 async fn create(serve: &Serve) -> String {
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/v2/sandboxes", serve.url))
@@ -193,14 +226,18 @@ async fn a_restart_reclaims_what_a_killed_serve_left() {
     let ids = [create(&serve).await, create(&serve).await];
     let agents = agents_of(&state);
     assert_eq!(agents.len(), 2, "one agent per sandbox");
+    let slirps = slirps_of(&agents);
+    assert_eq!(slirps.len(), 2, "one user-mode network per sandbox");
     serve.crash();
     // Nothing cleaned up: the sandboxes outlive a crashed serve until it comes back.
-    assert!(agents
-        .iter()
-        .all(|p| Path::new(&format!("/proc/{p}")).exists()));
+    assert!(agents.iter().all(|p| running(*p)));
 
     let serve = Serve::start(&state);
     assert!(agents_of(&state).is_empty(), "agents left after reclaim");
+    assert!(
+        slirps.iter().all(|p| !running(*p)),
+        "slirp4netns left after reclaim"
+    );
     for id in &ids {
         assert!(
             !state.join("sandboxes").join(id).exists(),

@@ -31,6 +31,7 @@ fn spec(id: &SandboxId, template: &Template) -> SandboxSpec {
         env: Vec::new(),
         limits: Limits::default(),
         ids: IdRange::default(),
+        network: Default::default(),
     }
 }
 

@@ -110,6 +110,9 @@ struct NewSandbox {
     timeout: Option<u64>,
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
+    /// snake_case in E2B's API, unlike its neighbours.
+    #[serde(rename = "allow_internet_access")]
+    allow_internet_access: Option<bool>,
 }
 
 async fn create(State(api): State<Api>, bytes: Bytes) -> Result<Response, ControlError> {
@@ -125,6 +128,7 @@ async fn create(State(api): State<Api>, bytes: Bytes) -> Result<Response, Contro
             timeout_secs: request.timeout,
             metadata: request.metadata.unwrap_or_default(),
             env_vars: request.env_vars.unwrap_or_default(),
+            internet: request.allow_internet_access.unwrap_or(true),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(sandbox(&record))).into_response())

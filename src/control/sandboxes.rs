@@ -14,7 +14,8 @@ use tracing::Instrument;
 use super::db::{Db, EndReason, Record};
 use super::{link, ControlError};
 use crate::sandbox::{
-    Backend, IdRange, Limits, NamespaceBackend, Rootfs, SandboxId, SandboxSpec, Usage,
+    Backend, Bind, IdRange, Limits, NamespaceBackend, Network, Rootfs, SandboxId, SandboxSpec,
+    Usage,
 };
 use crate::sys::time::now_millis;
 use crate::template::{TemplateError, TemplateStore};
@@ -43,6 +44,31 @@ pub struct ServeConfig {
     pub max_lifetime: Duration,
     pub ids: IdRange,
     pub limits: Limits,
+    /// The host's CA bundle (`$SSL_CERT_FILE`, else Debian's), bound over the sandbox's so TLS
+    /// through the host's proxy or with its private CA works inside as on the host.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Where the host's CA bundle appears inside, and the variables that point tools at it (pip
+/// and requests use their own bundle otherwise, Node its built-in one).
+const CA_BUNDLE_INSIDE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const CA_BUNDLE_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+impl ServeConfig {
+    /// The host's CA bundle as `serve`'s own environment names it, else Debian's path.
+    pub fn host_ca_bundle() -> Option<PathBuf> {
+        std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from(CA_BUNDLE_INSIDE)])
+            .find(|p| p.is_file())
+    }
 }
 
 /// A create call's parameters, as E2B's `NewSandbox(V2)` carries them.
@@ -52,6 +78,8 @@ pub struct CreateRequest {
     pub timeout_secs: Option<u64>,
     pub metadata: BTreeMap<String, String>,
     pub env_vars: BTreeMap<String, String>,
+    /// E2B's `allow_internet_access` (default true): false leaves only `lo`.
+    pub internet: bool,
 }
 
 /// A running sandbox: its record and how to reach its agent.
@@ -137,9 +165,16 @@ impl Sandboxes {
                 }
                 other => ControlError::Internal(other.to_string()),
             })?;
-        let rootfs = template
+        let mut rootfs = template
             .rootfs(self.config.ids)
             .map_err(|e| ControlError::Internal(e.to_string()))?;
+        if let Some(bundle) = &self.config.ca_bundle {
+            rootfs.binds.push(Bind {
+                source: bundle.clone(),
+                target: CA_BUNDLE_INSIDE.into(),
+                writable: false,
+            });
+        }
         let manifest = &template.manifest;
         let spec = SandboxSpec {
             id: id.clone(),
@@ -153,6 +188,11 @@ impl Sandboxes {
             env: Vec::new(),
             limits: self.config.limits.clone(),
             ids: self.config.ids,
+            network: if request.internet {
+                Network::UserMode
+            } else {
+                Network::None
+            },
         };
         let handle = self
             .backend
@@ -164,6 +204,11 @@ impl Sandboxes {
         env.insert("E2B_SANDBOX".into(), "true".into());
         env.insert("E2B_SANDBOX_ID".into(), id.to_string());
         env.insert("E2B_TEMPLATE_ID".into(), manifest.id.clone());
+        if self.config.ca_bundle.is_some() {
+            for var in CA_BUNDLE_VARS {
+                env.insert((*var).into(), CA_BUNDLE_INSIDE.into());
+            }
+        }
         env.extend(request.env_vars.clone());
         let init = serde_json::json!({
             "accessToken": token,

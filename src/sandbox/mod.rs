@@ -19,15 +19,17 @@
 //! - [`namespaces`]: the namespace backend: clone into new user, mount, pid, net, ipc and uts
 //!   namespaces, build the root inside, pivot_root, exec the agent; kill and clean up.
 //!
+//! - [`network`]: only `lo`, or user-mode networking through slirp4netns.
 //! - [`hardening`]: the capability whitelist and the seccomp deny-list applied before the agent
 //!   starts.
 //!
 //! Still to come (later slices of issue 7): idmapped lower layers (per-sandbox id ranges),
-//! network through pasta, masked `/proc` paths, freezer pause, a warm pool, the microVM backend.
+//! masked `/proc` paths, freezer pause, a warm pool, the microVM backend.
 
 pub mod cgroup;
 pub mod hardening;
 pub mod namespaces;
+pub mod network;
 pub mod rootfs;
 
 use std::fmt;
@@ -37,6 +39,7 @@ use futures_util::future::BoxFuture;
 
 pub use cgroup::CgroupError;
 pub use namespaces::{NamespaceBackend, Rootfs};
+pub use network::Network;
 pub use rootfs::{Bind, RootfsPlan};
 
 /// A sandbox's id: short, lowercase letters and digits, safe as a path component and a cgroup
@@ -138,6 +141,8 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     pub limits: Limits,
     pub ids: IdRange,
+    /// Only `lo`, or a user-mode route to the host's network too.
+    pub network: Network,
 }
 
 /// A running sandbox, as its creator sees it.

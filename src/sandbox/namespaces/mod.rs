@@ -67,6 +67,7 @@ use futures_util::future::BoxFuture;
 
 use super::cgroup::Cgroups;
 use super::hardening;
+use super::network::{self, Network, UserModeNet};
 use super::rootfs::{Bind, RootfsPlan};
 use super::{Backend, IdRange, SandboxError, SandboxHandle, SandboxId, SandboxSpec, Usage};
 use child::{Plan, Step};
@@ -164,6 +165,7 @@ impl Inner {
             dir: Some(dir.clone()),
             cgroups: None,
             init: None,
+            net: None,
         };
         // Host root and the sandbox's root only.
         set_mode(&dir, 0o700)?;
@@ -206,6 +208,14 @@ impl Inner {
         std::fs::write(&exe_point, b"").map_err(|e| SandboxError::io("create", &exe_point, e))?;
         if !host_minimal {
             identity_files(&upper, &spec.hostname, owner)?;
+        }
+        if spec.network == Network::UserMode {
+            let etc = upper.join("etc");
+            create_dir_all_owned(&upper, &etc, owner)?;
+            let path = etc.join("resolv.conf");
+            std::fs::write(&path, format!("nameserver {}\n", network::NAMESERVER))
+                .map_err(|e| SandboxError::io("write", &path, e))?;
+            chown(&path, owner)?;
         }
         let log_path = dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
@@ -265,6 +275,9 @@ impl Inner {
         write_id_map(pid, "gid_map", spec.ids)?;
         if let Some(cgroups) = &resources.cgroups {
             cgroups.add(pid as u32)?;
+        }
+        if spec.network == Network::UserMode {
+            resources.net = Some(UserModeNet::start(pid as u32, resources.cgroups.as_ref())?);
         }
         let mut go = std::fs::File::from(go_write);
         go.write_all(b"g").map_err(|e| SandboxError::Setup {
@@ -705,6 +718,7 @@ impl Backend for NamespaceBackend {
                     dir: Some(dir),
                     cgroups: Some(cgroups),
                     init: None,
+                    net: None,
                 }
                 .release()
             })
@@ -736,6 +750,7 @@ struct Resources {
     dir: Option<PathBuf>,
     cgroups: Option<Cgroups>,
     init: Option<libc::pid_t>,
+    net: Option<UserModeNet>,
 }
 
 impl Resources {
@@ -745,6 +760,7 @@ impl Resources {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        drop(self.net.take());
         if let Some(cgroups) = self.cgroups.take() {
             if let Err(e) = cgroups.destroy(KILL_PATIENCE) {
                 first_error.get_or_insert(SandboxError::from(e));

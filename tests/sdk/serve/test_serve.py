@@ -128,3 +128,48 @@ def test_the_async_sdk_too():
     import asyncio
 
     asyncio.run(_async_round_trip())
+
+
+def test_pip_install_then_import_in_a_sandbox(sandbox):
+    installed = sandbox.commands.run("pip install cowsay", timeout=180)
+    assert "Successfully installed cowsay" in installed.stdout + installed.stderr
+    cow = sandbox.commands.run("python3 -c 'import cowsay; cowsay.cow(\"hi\")'")
+    assert "(oo)" in cow.stdout and "hi" in cow.stdout
+
+
+def test_without_internet_a_registry_fails_fast_and_only_lo_is_there():
+    probe = "curl -sS -m 20 -o /dev/null -w %{http_code} https://pypi.org/simple/cowsay/; echo \" rc=$?\""
+    online = Sandbox.create(timeout=60)
+    offline = Sandbox.create(timeout=60, allow_internet_access=False)
+    try:
+        assert online.commands.run(probe).stdout.strip() == "200 rc=0"
+        started = time.time()
+        out = offline.commands.run(probe).stdout
+        assert "rc=0" not in out
+        assert time.time() - started < 5, "fails fast, not after a timeout"
+        links = offline.commands.run("ip -o link | cut -d: -f2").stdout.split()
+        assert links == ["lo"]
+    finally:
+        online.kill()
+        offline.kill()
+
+
+def test_a_sandbox_reaches_neither_serve_nor_another_sandbox():
+    port = URL.rsplit(":", 1)[1]
+    server = Sandbox.create(timeout=60)
+    client = Sandbox.create(timeout=60)
+    try:
+        server.commands.run("python3 -m http.server 8123 --bind 0.0.0.0", background=True)
+        probe = "curl -sS -m 3 -o /dev/null -w %{http_code} http://127.0.0.1:8123/; echo \" rc=$?\""
+        deadline = time.time() + 10
+        while server.commands.run(probe).stdout.strip() != "200 rc=0" and time.time() < deadline:
+            time.sleep(0.2)
+        assert server.commands.run(probe).stdout.strip() == "200 rc=0", "the probe works where it may"
+        address = server.commands.run("ip -4 -o addr show tap0 | awk '{print $4}' | cut -d/ -f1")
+        other = f"curl -sS -m 3 -o /dev/null http://{address.stdout.strip()}:8123/; echo rc=$?"
+        assert client.commands.run(other).stdout.strip().endswith("rc=7")
+        to_serve = f"curl -sS -m 3 -o /dev/null http://10.0.2.2:{port}/; echo rc=$?"
+        assert client.commands.run(to_serve).stdout.strip().endswith("rc=7")
+    finally:
+        server.kill()
+        client.kill()
