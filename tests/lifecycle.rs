@@ -149,3 +149,58 @@ fn start_up_script_restarts_a_killed_agent() {
         "agent outlived its script"
     );
 }
+
+/// Processes a cell started that left the kernel's process group die with their context: a
+/// bash background job (bash_kernel's shell has job control, so the job gets a group of its own)
+/// and a Python `setsid` child, both after the kernel itself was SIGKILLed (their parent gone,
+/// nothing left to signal them but the agent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_that_left_the_kernels_group_die_with_their_context() {
+    let agent = common::Agent::start(&["--default-languages", ""]);
+    let dir = common::tempdir("escapees");
+    let mut escapees = Vec::new();
+    for (language, code) in [
+        ("bash", "sleep 300 &\necho $! > {dir}/bash.pid"),
+        (
+            "python",
+            "import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\nopen('{dir}/python.pid', 'w').write(str(p.pid))",
+        ),
+    ] {
+        let ctx = common::run::new_context(&agent.url, language).await;
+        let code = code.replace("{dir}", &dir.display().to_string());
+        common::run::run_in(&agent.url, &ctx, &code).await;
+        let pid_file = dir.join(format!("{language}.pid"));
+        common::run::wait_for_file(&pid_file).await;
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        assert!(alive(pid), "{language}: the escapee runs");
+        // The kernel dies by SIGKILL first: the escapee is an orphan now.
+        let kernel = children(agent.pid())
+            .into_iter()
+            .find(|k| children(*k).contains(&pid) || {
+                children(*k).iter().any(|c| children(*c).contains(&pid))
+            });
+        if let Some(kernel) = kernel {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &kernel.to_string()])
+                .status();
+        }
+        let deleted = reqwest::Client::new()
+            .delete(format!("{}/contexts/{ctx}", agent.url))
+            .send()
+            .await
+            .expect("delete");
+        assert!(deleted.status().is_success());
+        escapees.push((language, pid));
+    }
+    for (language, pid) in escapees {
+        assert_eq!(
+            wait_gone(&[pid]),
+            Vec::<u32>::new(),
+            "{language}: a process outside the kernel's group outlived its context"
+        );
+    }
+}

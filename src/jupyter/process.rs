@@ -124,6 +124,7 @@ impl Kernel {
         sys::new_process_group(&mut cmd);
         sys::deprioritize(&mut cmd);
         sys::die_with_parent(&mut cmd);
+        process.tag(&mut cmd);
         for (k, v) in &spec.env {
             cmd.env(k, substitute(v, &connection_file, &opts.home));
         }

@@ -112,12 +112,34 @@ pub struct ProcessGuard {
     /// `None` until the child is spawned.
     pid: Option<i32>,
     files: Vec<PathBuf>,
+    /// The value of [`TAG_VAR`] in the child's environment (see [`ProcessGuard::tag`]).
+    tag: Option<String>,
 }
+
+/// The environment variable that marks every descendant of a guarded child.
+pub const TAG_VAR: &str = "KERNELBOX_PROCESS_TAG";
+/// Sweeps of `/proc` for tagged processes: a process may fork while one runs.
+const SWEEPS: usize = 3;
 
 impl ProcessGuard {
     /// A guard for files created before the child exists; see [`ProcessGuard::adopt`].
     pub fn new(files: Vec<PathBuf>) -> ProcessGuard {
-        ProcessGuard { pid: None, files }
+        ProcessGuard {
+            pid: None,
+            files,
+            tag: None,
+        }
+    }
+
+    /// Marks the child about to be spawned, and through inheritance everything it starts, with a
+    /// tag in its environment, so that dropping the guard also kills descendants that left its
+    /// process group: a shell's background jobs (bash_kernel's bash has job control, so each
+    /// job gets a group of its own), `setsid` daemons, orphans of a child that was SIGKILLed.
+    /// A process that clears its environment escapes; nothing else does.
+    pub fn tag(&mut self, cmd: &mut tokio::process::Command) {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        cmd.env(TAG_VAR, &tag);
+        self.tag = Some(tag);
     }
 
     /// Takes charge of the spawned child's process group.
@@ -136,8 +158,46 @@ impl Drop for ProcessGuard {
         if let Some(pid) = self.pid {
             killpg(pid, Signal::Kill);
         }
+        if let Some(tag) = &self.tag {
+            kill_tagged(tag);
+        }
         for file in &self.files {
             let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// SIGKILLs every process whose environment holds `TAG_VAR=tag` (one scan of `/proc` costs
+/// about a millisecond per few hundred processes).
+fn kill_tagged(tag: &str) {
+    let needle = format!("{TAG_VAR}={tag}\0").into_bytes();
+    for _ in 0..SWEEPS {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut found = false;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let tagged = environ.starts_with(&needle[..])
+                || environ
+                    .windows(needle.len() + 1)
+                    .any(|w| w[0] == 0 && w[1..] == needle[..]);
+            if tagged {
+                signal(pid, Signal::Kill);
+                found = true;
+            }
+        }
+        if !found {
+            return;
         }
     }
 }
@@ -162,5 +222,50 @@ mod tests {
             .expect("killed in time")
             .expect("status");
         assert!(!status.success());
+    }
+
+    /// The hard variant: a grandchild in a session (and group) of its own, as a shell's
+    /// background job or a daemon is. killpg misses it; the tag does not.
+    #[tokio::test]
+    async fn a_dropped_tagged_guard_kills_descendants_that_left_the_group() {
+        let pid_file = std::env::temp_dir().join(format!("kb-tag-{}", std::process::id()));
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "setsid sleep 300 & echo $! > {}; wait",
+            pid_file.display()
+        ));
+        new_process_group(&mut cmd);
+        let mut guard = ProcessGuard::new(Vec::new());
+        guard.tag(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn sh");
+        guard.adopt(child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let grandchild: i32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        drop(guard);
+        let _ = child.wait().await;
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(grandchild) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        assert!(!alive(grandchild), "the setsid grandchild survived");
     }
 }
