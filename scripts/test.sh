@@ -26,9 +26,9 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "==> [5/7] build"
 cargo build --locked --all-targets
 
-echo "==> [6/7] sandbox template 'base' (Debian via mmdebstrap; about a minute the first time)"
+echo "==> [6/7] sandbox templates base and code-interpreter-v1 (Debian via mmdebstrap, kernels inside; minutes the first time)"
 if [ "$(id -u)" = 0 ]; then
-  "$CARGO_TARGET_DIR/debug/kernelbox" template build-base
+  "$CARGO_TARGET_DIR/debug/kernelbox" template build
 else
   echo "    skipped (not root): the template tests skip too"
 fi

@@ -83,8 +83,11 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum TemplateCommand {
-    /// Build the `base` template (a Debian root from mmdebstrap, with E2B's user `user`) unless
-    /// it is built and current. Needs root and mmdebstrap; takes about a minute.
+    /// Build the default templates unless they are built and current: `base` (a Debian root
+    /// from mmdebstrap, with E2B's user `user`; about a minute) and `code-interpreter-v1` (the
+    /// same with the kernels installed inside; several minutes the first time). Needs root.
+    Build,
+    /// Build only the `base` template.
     BuildBase,
     /// The templates built on this machine.
     List,
@@ -342,9 +345,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(exe) => exe,
         Err(e) => return fail(&format!("cannot find the kernelbox binary: {e}")),
     };
-    // The base template first (a minute on a new machine, with mmdebstrap's progress).
+    // The default templates first (minutes on a new machine, with their builds' progress).
     let store = kernelbox::template::TemplateStore::at_home(&home);
-    if let Err(e) = kernelbox::template::debian::ensure_base(&store, Default::default()) {
+    let ca_bundle = ServeConfig::host_ca_bundle();
+    if let Err(e) = kernelbox::template::debian::ensure_defaults(
+        &store,
+        Default::default(),
+        &home,
+        ca_bundle.as_deref(),
+    ) {
         return fail(&e.to_string());
     }
     let (keys, new_key) = match ApiKeys::load_or_create(&state_dir.join("api-keys")) {
@@ -364,7 +373,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_lifetime: std::time::Duration::from_secs(args.max_lifetime_secs.max(1)),
         ids: Default::default(),
         limits: Default::default(),
-        ca_bundle: ServeConfig::host_ca_bundle(),
+        ca_bundle,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -540,37 +549,48 @@ fn sandbox_run_once(args: RunOnceArgs) -> ExitCode {
 fn template(cmd: TemplateCommand) -> ExitCode {
     use kernelbox::template::{debian, TemplateStore};
     let store = TemplateStore::at_home(&config::home());
-    match cmd {
+    let started = std::time::Instant::now();
+    let built = match cmd {
         TemplateCommand::BuildBase => {
-            let started = std::time::Instant::now();
-            match debian::ensure_base(&store, Default::default()) {
-                Ok(t) => {
-                    println!(
-                        "template {}: layers {} ({:.1} s)",
-                        t.manifest.id,
-                        t.manifest.layers.join(", "),
-                        started.elapsed().as_secs_f64()
-                    );
+            debian::ensure_base(&store, Default::default()).map(|t| vec![t])
+        }
+        TemplateCommand::Build => debian::ensure_defaults(
+            &store,
+            Default::default(),
+            &config::home(),
+            kernelbox::control::ServeConfig::host_ca_bundle().as_deref(),
+        ),
+        TemplateCommand::List => {
+            return match store.list() {
+                Ok(list) => {
+                    for t in list {
+                        println!(
+                            "{}\tuser {}\tworkdir {}\tlayers {}",
+                            t.id,
+                            t.user,
+                            t.workdir,
+                            t.layers.join(",")
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e.to_string()),
-            }
+            };
         }
-        TemplateCommand::List => match store.list() {
-            Ok(list) => {
-                for t in list {
-                    println!(
-                        "{}\tuser {}\tworkdir {}\tlayers {}",
-                        t.id,
-                        t.user,
-                        t.workdir,
-                        t.layers.join(",")
-                    );
-                }
-                ExitCode::SUCCESS
+    };
+    match built {
+        Ok(templates) => {
+            for t in templates {
+                println!(
+                    "template {}: layers {} ({:.1} s)",
+                    t.manifest.id,
+                    t.manifest.layers.join(", "),
+                    started.elapsed().as_secs_f64()
+                );
             }
-            Err(e) => fail(&e.to_string()),
-        },
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -39,13 +39,12 @@ fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
-/// Runs the installer with `args` (e.g. `--no-apt`), streaming its progress.
-pub fn run(explicit: Option<&Path>, home: &Path, args: &[String]) -> Result<(), SetupError> {
+/// The kernels' source folder (the one holding `setup.sh`).
+pub fn source_dir(explicit: Option<&Path>) -> Result<PathBuf, SetupError> {
     let dirs = candidates(explicit);
-    let script = dirs
-        .iter()
-        .map(|d| d.join("setup.sh"))
-        .find(|s| s.is_file())
+    dirs.iter()
+        .find(|d| d.join("setup.sh").is_file())
+        .cloned()
         .ok_or_else(|| {
             SetupError::NoSource(
                 dirs.iter()
@@ -53,7 +52,12 @@ pub fn run(explicit: Option<&Path>, home: &Path, args: &[String]) -> Result<(), 
                     .collect::<Vec<_>>()
                     .join(", "),
             )
-        })?;
+        })
+}
+
+/// Runs the installer with `args` (e.g. `--no-apt`), streaming its progress.
+pub fn run(explicit: Option<&Path>, home: &Path, args: &[String]) -> Result<(), SetupError> {
+    let script = source_dir(explicit)?.join("setup.sh");
     let status = std::process::Command::new("bash")
         .arg(&script)
         .args(args)

@@ -185,7 +185,11 @@ impl Sandboxes {
                 format!("--default-languages={}", manifest.kernels.join(",")),
                 format!("--workdir={}", manifest.workdir),
             ],
-            env: Vec::new(),
+            env: manifest
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             limits: self.config.limits.clone(),
             ids: self.config.ids,
             network: if request.internet {

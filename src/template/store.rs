@@ -182,8 +182,8 @@ impl TemplateStore {
         }
         let layers = self.root.join("layers");
         std::fs::create_dir_all(&layers).map_err(|e| TemplateError::io("create", &layers, e))?;
+        remove_stale_partials(&layers, id);
         let partial = layers.join(format!(".partial-{id}-{}", std::process::id()));
-        let _ = remove_tree(&partial);
         std::fs::create_dir(&partial).map_err(|e| TemplateError::io("create", &partial, e))?;
         match build(&partial) {
             Ok(()) => {
@@ -229,6 +229,34 @@ fn check_id(id: &str) -> Result<(), TemplateError> {
         Ok(())
     } else {
         Err(TemplateError::InvalidId(id.to_string()))
+    }
+}
+
+/// Removes what builds of layer `id` that were killed left (`.partial-<id>-<pid>`); the caller
+/// holds the template's build lock, so none of them is still being built. A folder with
+/// anything still mounted under it (a builder's `/proc` or `/dev`) is left alone: removing it
+/// would reach into those file systems.
+fn remove_stale_partials(layers: &Path, id: &str) {
+    let prefix = format!(".partial-{id}-");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(layers) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = entry.path();
+        let mounted = mounts.lines().any(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|point| Path::new(point).starts_with(&path))
+        });
+        if mounted {
+            tracing::warn!(path = %path.display(), "a killed template build left mounts; not removing it");
+        } else if let Err(e) = remove_tree(&path) {
+            tracing::warn!(path = %path.display(), "cannot remove a killed build's folder: {e}");
+        }
     }
 }
 
@@ -286,6 +314,11 @@ mod tests {
         assert!(dir.join("file").is_file());
         // Built once: a second call does not run its build.
         s.ensure_layer("l1", |_| panic!("rebuilt")).expect("reuse");
+        // What a killed build of another layer left is removed by that layer's next build.
+        let stale = s.root().join("layers/.partial-l2-999999");
+        std::fs::create_dir_all(stale.join("etc")).expect("stale");
+        s.ensure_layer("l2", |_| Ok(())).expect("l2");
+        assert!(!stale.exists(), "a killed build's folder is left");
         std::fs::remove_dir_all(s.root()).expect("clean up");
     }
 

@@ -624,6 +624,8 @@ impl Inner {
             ("LANG".into(), "C.UTF-8".into()),
             ("KERNELBOX_HOME".into(), agent_home.display().to_string()),
         ];
+        // The spec's own values win (a template's agent may keep its kernels elsewhere).
+        env.retain(|(k, _)| !spec.env.iter().any(|(sk, _)| sk == k));
         env.extend(spec.env.iter().cloned());
         Ok(Plan {
             steps,

@@ -23,6 +23,7 @@ const require = createRequire(join(home, 'sdk', 'js', 'package.json'))
 const { Sandbox, AuthenticationError, CommandExitError } = await import(
   pathToFileURL(require.resolve('e2b')).href
 )
+const ci = await import(pathToFileURL(require.resolve('@e2b/code-interpreter')).href)
 
 test('create, commands, files, info, timeout, list, kill', async () => {
   const tag = `js${process.pid}${Date.now()}`
@@ -70,4 +71,23 @@ test('a wrong API key is refused', async () => {
 
 test('an unknown template is not found', async () => {
   await assert.rejects(Sandbox.create('no-such-template'), /not found/)
+})
+
+test('the code-interpreter SDK: default template, state, env vars, npm install then require', async () => {
+  const sbx = await ci.Sandbox.create({ timeoutMs: 300_000, envs: { CI_JS: 'js-env' } })
+  try {
+    assert.equal((await sbx.getInfo()).templateId, 'code-interpreter-v1')
+    await sbx.runCode('kept = 41')
+    assert.equal((await sbx.runCode('kept + 1')).text, '42')
+    const env = await sbx.runCode('process.env.CI_JS', { language: 'javascript' })
+    assert.equal(env.text, 'js-env')
+    await sbx.commands.run('npm install cowsay', { timeoutMs: 180_000 })
+    const cow = await sbx.runCode("const cowsay = require('cowsay'); console.log(cowsay.say({ text: 'hi' }))", {
+      language: 'javascript',
+    })
+    assert.equal(cow.error, undefined)
+    assert.match(cow.logs.stdout.join(''), /\(oo\)/)
+  } finally {
+    await sbx.kill()
+  }
 })
