@@ -401,6 +401,20 @@ async fn hardening_refuses_inside_what_the_host_allows_and_kernels_still_run() {
     assert!(sh(&handle, bounding).await.contains(&expected));
     assert!(!host_sh(bounding).contains(&expected));
 
+    // runc's masked /proc paths: /proc/keys and /proc/timer_list are covered (by /dev/null)
+    // inside, readable as themselves on the host; /proc/sys is a read-only mount inside.
+    let masked =
+        "awk '$5 == \"/proc/keys\" || $5 == \"/proc/timer_list\"' /proc/self/mountinfo | wc -l";
+    assert_eq!(sh(&handle, masked).await.trim(), "2", "inside");
+    assert_eq!(host_sh(masked).trim(), "0", "on the host");
+    assert_eq!(
+        sh(&handle, "head -c 1 /proc/keys | wc -c").await.trim(),
+        "0"
+    );
+    assert_eq!(host_sh("head -c 1 /proc/keys | wc -c").trim(), "1");
+    let sysctl = "awk '$5 == \"/proc/sys\" {print $6}' /proc/self/mountinfo | cut -c1-2";
+    assert_eq!(sh(&handle, sysctl).await.trim(), "ro");
+
     // The kernel keyring (not namespaced): keyctl(KEYCTL_GET_KEYRING_ID, session) by number.
     let keyctl = "perl -e 'syscall(250, 0, -3, 0, 0, 0); print \"$!\\n\"'";
     assert!(sh(&handle, keyctl)

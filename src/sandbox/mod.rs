@@ -24,7 +24,7 @@
 //!   starts.
 //!
 //! Still to come (later slices of issue 7): idmapped lower layers (per-sandbox id ranges),
-//! masked `/proc` paths, freezer pause, a warm pool, the microVM backend.
+//! freezer pause, a warm pool, the microVM backend.
 
 pub mod cgroup;
 pub mod hardening;

@@ -59,6 +59,9 @@ pub(super) enum Step {
     },
     /// Installs a seccomp filter (after [`Step::NoNewPrivs`], which the kernel requires).
     Seccomp(Vec<libc::sock_filter>),
+    /// The inner step, where a missing path (`ENOENT`) is not a failure: masks of `/proc`
+    /// entries that not every kernel has.
+    Optional(Box<Step>),
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -293,6 +296,10 @@ unsafe fn step_run(step: &Step) -> Result<(), ()> {
                 0,
             ))
         }
+        Step::Optional(inner) => match step_run(inner) {
+            Err(()) if *libc::__errno_location() == libc::ENOENT => Ok(()),
+            other => other,
+        },
         Step::Seccomp(filter) => {
             let program = libc::sock_fprog {
                 len: filter.len() as libc::c_ushort,

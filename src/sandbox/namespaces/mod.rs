@@ -13,7 +13,8 @@
 //! 3. The child ([`child`]) opens the host paths it needs (still as host uid 0), becomes root of
 //!    its user namespace, and builds the root *inside its own mount namespace*: overlay,
 //!    read-only binds, fresh `/proc`, a tmpfs `/dev` with bound device nodes and a new devpts
-//!    instance, tmpfs `/tmp` and `/dev/shm`, the socket dir and the agent binary; sets the
+//!    instance, tmpfs `/tmp` and `/dev/shm`, runc's masked and read-only `/proc` paths, the
+//!    socket dir and the agent binary; sets the
 //!    hostname, brings `lo` up, `pivot_root`s and detaches the host's tree, sets
 //!    `no_new_privs`, and execs the agent (loopback-only ports in its own network namespace, and
 //!    the unix socket). Nothing is ever mounted in the host's namespace, so nothing there needs
@@ -78,6 +79,24 @@ const AGENT_EXE: &str = "/opt/kernelbox/bin/kernelbox";
 const SOCKET_DIR: &str = "/run/kernelbox";
 const SOCKET_NAME: &str = "agent.sock";
 const AGENT_HOME: &str = "/var/lib/kernelbox";
+/// `/proc` files hidden behind `/dev/null` (runc's masked paths).
+const MASKED_PROC_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+];
+/// `/proc` folders hidden behind an empty read-only tmpfs.
+const MASKED_PROC_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi"];
+/// `/proc` entries bound read-only over themselves.
+const READ_ONLY_PROC: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
 /// How long `kill` keeps SIGKILLing a sandbox's cgroup before it reports the sandbox unkillable.
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
 /// How long the child may take from clone to exec (mounts; normally milliseconds).
@@ -496,6 +515,42 @@ impl Inner {
                 None,
             )?,
         ));
+        // runc's masked and read-only /proc paths: kernel memory, keys, timers and hardware
+        // lists hidden; kernel tunables and triggers read-only (root inside could not change
+        // most of them anyway; this is defence in depth).
+        for path in MASKED_PROC_FILES {
+            steps.push((
+                format!("mask {path}"),
+                Step::Optional(Box::new(Step::Bind {
+                    source: cstr("/dev/null")?,
+                    target: path_cstr(&inside(path))?,
+                    writable: true,
+                })),
+            ));
+        }
+        for path in MASKED_PROC_DIRS {
+            steps.push((
+                format!("mask {path}"),
+                Step::Optional(Box::new(mount(
+                    Some("tmpfs"),
+                    &inside(path),
+                    Some("tmpfs"),
+                    libc::MS_RDONLY,
+                    None,
+                )?)),
+            ));
+        }
+        for path in READ_ONLY_PROC {
+            let target = path_cstr(&inside(path))?;
+            steps.push((
+                format!("read-only {path}"),
+                Step::Optional(Box::new(Step::Bind {
+                    source: target.clone(),
+                    target,
+                    writable: false,
+                })),
+            ));
+        }
         steps.push((
             "mount /dev".into(),
             mount(
