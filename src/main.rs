@@ -79,6 +79,9 @@ struct ServeArgs {
     /// The longest a sandbox may live, in seconds (timeouts are clamped to it)
     #[arg(long, default_value_t = 3600)]
     max_lifetime_secs: u64,
+    /// Ready sandboxes kept per template (base, code-interpreter-v1) for fast creates; 0: none
+    #[arg(long, default_value_t = 1)]
+    pool_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -348,14 +351,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     // The default templates first (minutes on a new machine, with their builds' progress).
     let store = kernelbox::template::TemplateStore::at_home(&home);
     let ca_bundle = ServeConfig::host_ca_bundle();
-    if let Err(e) = kernelbox::template::debian::ensure_defaults(
+    let pooled = match kernelbox::template::debian::ensure_defaults(
         &store,
         Default::default(),
         &home,
         ca_bundle.as_deref(),
     ) {
-        return fail(&e.to_string());
-    }
+        Ok(built) => built.into_iter().map(|t| t.manifest.id).collect(),
+        Err(e) => return fail(&e.to_string()),
+    };
     let (keys, new_key) = match ApiKeys::load_or_create(&state_dir.join("api-keys")) {
         Ok(k) => k,
         Err(e) => return fail(&format!("API keys in {}: {e}", state_dir.display())),
@@ -374,6 +378,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         ids: Default::default(),
         limits: Default::default(),
         ca_bundle,
+        pooled,
+        pool_size: args.pool_size,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -392,6 +398,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let reaper =
             tokio::spawn(std::sync::Arc::clone(&sandboxes).reaper(stopped(stop_rx.clone())));
+        let pool = tokio::spawn(std::sync::Arc::clone(&sandboxes).refill(stopped(stop_rx.clone())));
         let server = kernelbox::control::serve(
             listener,
             sandboxes,
@@ -402,6 +409,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         // Stopping: every sandbox is killed (they do not outlive `serve` yet).
         let _ = stop_tx.send(true);
         let _ = reaper.await;
+        let _ = pool.await;
         server.map_err(|e| e.to_string())
     });
     match served {

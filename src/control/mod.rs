@@ -11,6 +11,8 @@
 //! - [`sandboxes`]: the lifecycle: create from a template, hand the agent its token, env vars and
 //!   user through its init call, deadlines (a reaper task), kill with a recorded reason, reclaim
 //!   of what a previous run left.
+//! - [`pool`]: the warm pool: sandboxes per template started ahead of demand, handed out by an
+//!   init call, refilled in the background.
 //! - [`db`]: the records in SQLite (`$KERNELBOX_HOME/serve/state.db`): sandboxes, deadlines,
 //!   metadata, end reasons; what survives a restart.
 //! - [`keys`]: API keys in `$KERNELBOX_HOME/serve/api-keys`, one made on first start.
@@ -24,6 +26,7 @@ pub mod db;
 pub mod gateway;
 pub mod keys;
 pub mod link;
+pub mod pool;
 pub mod sandboxes;
 pub mod server;
 

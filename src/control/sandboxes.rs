@@ -12,13 +12,14 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::db::{Db, EndReason, Record};
+use super::pool::{Pool, Ready};
 use super::{link, ControlError};
 use crate::sandbox::{
     Backend, Bind, IdRange, Limits, NamespaceBackend, Network, Rootfs, SandboxId, SandboxSpec,
     Usage,
 };
 use crate::sys::time::now_millis;
-use crate::template::{TemplateError, TemplateStore};
+use crate::template::{Manifest, TemplateError, TemplateStore};
 
 /// The SDKs' default lifetime, also used when a create or connect names none (E2B's v1 REST
 /// default of 15 s only surprises; see the control-plane spec §6).
@@ -27,6 +28,8 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// How often the reaper looks for sandboxes whose agent died on its own.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// How long the warm pool waits after a failed start before it tries again.
+const POOL_RETRY: Duration = Duration::from_secs(5);
 /// The version of envd the agent speaks (what E2B's SDKs check features against).
 pub const ENVD_VERSION: &str = "0.6.13";
 
@@ -47,6 +50,9 @@ pub struct ServeConfig {
     /// The host's CA bundle (`$SSL_CERT_FILE`, else Debian's), bound over the sandbox's so TLS
     /// through the host's proxy or with its private CA works inside as on the host.
     pub ca_bundle: Option<PathBuf>,
+    /// Templates that keep ready sandboxes in the warm pool, and how many each.
+    pub pooled: Vec<String>,
+    pub pool_size: usize,
 }
 
 /// Where the host's CA bundle appears inside, and the variables that point tools at it (pip
@@ -99,6 +105,9 @@ pub struct Sandboxes {
     live: Mutex<HashMap<String, Live>>,
     /// Wakes the reaper when a deadline moves.
     deadlines_changed: Notify,
+    pool: Pool,
+    /// Wakes the refiller when a pooled sandbox was taken.
+    pool_wanted: Notify,
 }
 
 impl Sandboxes {
@@ -123,6 +132,8 @@ impl Sandboxes {
             db,
             live: Mutex::default(),
             deadlines_changed: Notify::new(),
+            pool: Pool::default(),
+            pool_wanted: Notify::new(),
         });
         sandboxes.reclaim().await?;
         Ok(sandboxes)
@@ -141,30 +152,80 @@ impl Sandboxes {
                 .map_err(db_error)?;
             tracing::info!(sandbox = %record.id, "reclaimed a sandbox of the previous run");
         }
+        // Sandboxes with no record: the warm pool's, and creates cut short. Every sandbox of
+        // this instance has its folder here, and no other instance's has.
+        let folders = self.config.state_dir.join("sandboxes");
+        for entry in std::fs::read_dir(&folders).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Ok(id) = SandboxId::new(&name) {
+                if let Err(e) = self.backend.reclaim(&id).await {
+                    tracing::warn!(sandbox = %name, "reclaim: {e}");
+                }
+            }
+        }
         Ok(())
     }
 
     /// Creates a sandbox and hands its agent the caller's settings; returns once it answers.
     pub async fn create(&self, request: CreateRequest) -> Result<Record, ControlError> {
-        let id = SandboxId::random();
-        let span = tracing::info_span!("create", sandbox = %id, template = %request.template_id);
-        self.create_as(id, request).instrument(span).await
+        let span = tracing::info_span!("create", template = %request.template_id);
+        self.create_as(SandboxId::random(), request)
+            .instrument(span)
+            .await
     }
 
+    /// Creates from the warm pool when it can, else starts `id` now.
     async fn create_as(
         &self,
         id: SandboxId,
         request: CreateRequest,
     ) -> Result<Record, ControlError> {
-        let template = self
-            .templates
-            .get(&request.template_id)
+        let manifest = self.manifest(&request.template_id)?;
+        // Pooled sandboxes have the default shape: internet on.
+        let pooled = if request.internet {
+            let (ready, dead) = self.pool.take(&manifest.id, alive);
+            for gone in dead {
+                let _ = self.backend.kill(&gone.id).await;
+            }
+            self.pool_wanted.notify_one();
+            ready
+        } else {
+            None
+        };
+        let ready = match pooled {
+            Some(ready) => {
+                tracing::info!(sandbox = %ready.id, "handing out a pooled sandbox");
+                ready
+            }
+            None => self.start_ready(id, manifest, request.internet).await?,
+        };
+        self.hand_out(ready, request).await
+    }
+
+    fn manifest(&self, template: &str) -> Result<Manifest, ControlError> {
+        self.templates
+            .get(template)
+            .map(|t| t.manifest)
             .map_err(|e| match e {
                 TemplateError::NotFound(id) | TemplateError::InvalidId(id) => {
                     ControlError::TemplateNotFound(id)
                 }
                 other => ControlError::Internal(other.to_string()),
-            })?;
+            })
+    }
+
+    /// Starts a sandbox of `manifest`'s template and waits until its agent answers, with a
+    /// token of the control plane's in force (the hand-out replaces it).
+    async fn start_ready(
+        &self,
+        id: SandboxId,
+        manifest: Manifest,
+        internet: bool,
+    ) -> Result<Ready, ControlError> {
+        let template = self
+            .templates
+            .get(&manifest.id)
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
         let mut rootfs = template
             .rootfs(self.config.ids)
             .map_err(|e| ControlError::Internal(e.to_string()))?;
@@ -175,7 +236,6 @@ impl Sandboxes {
                 writable: false,
             });
         }
-        let manifest = &template.manifest;
         let spec = SandboxSpec {
             id: id.clone(),
             hostname: id.to_string(),
@@ -192,7 +252,7 @@ impl Sandboxes {
                 .collect(),
             limits: self.config.limits.clone(),
             ids: self.config.ids,
-            network: if request.internet {
+            network: if internet {
                 Network::UserMode
             } else {
                 Network::None
@@ -204,19 +264,9 @@ impl Sandboxes {
             .await
             .map_err(|e| ControlError::CreateFailed(e.to_string()))?;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut env = manifest.env.clone();
-        env.insert("E2B_SANDBOX".into(), "true".into());
-        env.insert("E2B_SANDBOX_ID".into(), id.to_string());
-        env.insert("E2B_TEMPLATE_ID".into(), manifest.id.clone());
-        if self.config.ca_bundle.is_some() {
-            for var in CA_BUNDLE_VARS {
-                env.insert((*var).into(), CA_BUNDLE_INSIDE.into());
-            }
-        }
-        env.extend(request.env_vars.clone());
         let init = serde_json::json!({
             "accessToken": token,
-            "envVars": env,
+            "envVars": self.sandbox_env(&id, &manifest, &BTreeMap::new()),
             "defaultUser": manifest.user,
             "defaultWorkdir": manifest.workdir,
         });
@@ -230,11 +280,53 @@ impl Sandboxes {
             let _ = self.backend.kill(&id).await;
             return Err(ControlError::CreateFailed(e));
         }
+        Ok(Ready {
+            id,
+            socket: handle.agent_socket,
+            init_pid: handle.init_pid,
+            token,
+            manifest,
+        })
+    }
+
+    /// What every process of a sandbox gets: the template's env, E2B's markers, the host's CA
+    /// bundle, then the caller's.
+    fn sandbox_env(
+        &self,
+        id: &SandboxId,
+        manifest: &Manifest,
+        caller: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut env = manifest.env.clone();
+        env.insert("E2B_SANDBOX".into(), "true".into());
+        env.insert("E2B_SANDBOX_ID".into(), id.to_string());
+        env.insert("E2B_TEMPLATE_ID".into(), manifest.id.clone());
+        if self.config.ca_bundle.is_some() {
+            for var in CA_BUNDLE_VARS {
+                env.insert((*var).into(), CA_BUNDLE_INSIDE.into());
+            }
+        }
+        env.extend(caller.clone());
+        env
+    }
+
+    /// Binds a ready sandbox to its caller: a fresh token, the caller's env vars (which reach
+    /// its running kernels), a deadline and a record.
+    async fn hand_out(&self, ready: Ready, request: CreateRequest) -> Result<Record, ControlError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let init = serde_json::json!({
+            "accessToken": token,
+            "envVars": self.sandbox_env(&ready.id, &ready.manifest, &request.env_vars),
+        });
+        if let Err(e) = link::init(&ready.socket, &init, Some(&ready.token)).await {
+            let _ = self.backend.kill(&ready.id).await;
+            return Err(ControlError::CreateFailed(e));
+        }
         let now = now_millis();
         let limits = &self.config.limits;
         let record = Record {
-            id: id.to_string(),
-            template_id: manifest.id.clone(),
+            id: ready.id.to_string(),
+            template_id: ready.manifest.id.clone(),
             client_id: "kernelbox".into(),
             started_at: now,
             end_at: now + self.lifetime_ms(request.timeout_secs),
@@ -245,20 +337,71 @@ impl Sandboxes {
             ended: None,
         };
         if let Err(e) = self.db.insert(&record) {
-            let _ = self.backend.kill(&id).await;
+            let _ = self.backend.kill(&ready.id).await;
             return Err(db_error(e));
         }
         self.lock().insert(
             record.id.clone(),
             Live {
                 record: record.clone(),
-                socket: handle.agent_socket,
-                init_pid: handle.init_pid,
+                socket: ready.socket,
+                init_pid: ready.init_pid,
             },
         );
         self.deadlines_changed.notify_one();
-        tracing::info!("sandbox created");
+        tracing::info!(sandbox = %record.id, "sandbox created");
         Ok(record)
+    }
+
+    /// Keeps `config.pool_size` ready sandboxes of every template in `config.pooled`, until
+    /// `shutdown`; then kills the ones not handed out.
+    pub async fn refill(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut stopping = false;
+        while !stopping {
+            let mut failed = false;
+            for template in &self.config.pooled {
+                if self.pool.len(template) >= self.config.pool_size {
+                    continue;
+                }
+                let Ok(manifest) = self.manifest(template) else {
+                    continue;
+                };
+                let id = SandboxId::random();
+                let started = tokio::select! {
+                    _ = &mut shutdown => {
+                        stopping = true;
+                        break;
+                    }
+                    started = self.start_ready(id, manifest, true) => started,
+                };
+                match started {
+                    Ok(ready) => self.pool.put(ready),
+                    Err(e) => {
+                        tracing::warn!(%template, "warm pool: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            let full = self
+                .config
+                .pooled
+                .iter()
+                .all(|t| self.pool.len(t) >= self.config.pool_size);
+            if stopping {
+                break;
+            }
+            let wait = if failed { POOL_RETRY } else { LIVENESS_TICK };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.pool_wanted.notified(), if full => {}
+                _ = tokio::time::sleep(wait), if full || failed => {}
+                _ = std::future::ready(()), if !full && !failed => {}
+            }
+        }
+        for ready in self.pool.drain() {
+            let _ = self.backend.kill(&ready.id).await;
+        }
     }
 
     /// A running sandbox's record.

@@ -61,3 +61,24 @@ def test_pip_install_in_a_command_then_import_in_the_kernel(sandbox):
     cow = sandbox.run_code("import cowsay; cowsay.cow('hi')")
     assert cow.error is None, cow.error
     assert "(oo)" in "".join(cow.logs.stdout)
+
+
+def test_a_pooled_sandbox_gets_the_callers_env_in_its_running_kernel():
+    import time
+
+    # serve keeps one ready code-interpreter-v1 sandbox (--pool-size 1); give it time to fill.
+    time.sleep(6)
+    asked = time.time()
+    sbx = Sandbox.create(timeout=60, envs={"POOLED_VAR": "handed-out"})
+    took = time.time() - asked
+    try:
+        # The sandbox's init (its agent) started before this create was asked for: pooled.
+        agent_age = int(sbx.commands.run("ps -o etimes= -p 1").stdout.strip())
+        assert agent_age >= took + 2, f"agent {agent_age} s old, create took {took:.1f} s"
+        # Its kernel was already running, and still sees the caller's env var.
+        execution = sbx.run_code("import os; os.environ['POOLED_VAR']")
+        assert execution.text == "handed-out"
+        js = sbx.run_code("process.env.POOLED_VAR", language="javascript")
+        assert js.text == "handed-out"
+    finally:
+        sbx.kill()
