@@ -11,6 +11,9 @@
 //! `kernelbox-bench files [--sizes 1M,1G] [--runs N] [--dir DIR] [--agent PATH]`: the sandbox
 //! API's `/files` instead: upload and download over loopback against `cp` on the same disk (warm
 //! cache), with the agent's peak RSS during each transfer.
+//!
+//! `kernelbox-bench sandboxes [--runs N]`: the control plane (`kernelbox serve`): create with and
+//! without the warm pool, create + first `run_code`, kill, the idle sandbox's memory.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -49,6 +52,8 @@ for line in sys.stdin:
 "#;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+mod sandboxes;
 
 /// A minimal HTTP/1.1 client on one kept-alive connection: `POST /execute`, read the chunked
 /// NDJSON body to its end. It measures kernelbox's own cost without a general-purpose client's
@@ -124,6 +129,9 @@ fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "files") {
         return files::main(&args[1..], agent_bin);
+    }
+    if args.first().is_some_and(|a| a == "sandboxes") {
+        return sandboxes::main(&args[1..], agent_bin);
     }
     let mut it = args.iter();
     while let Some(a) = it.next() {
