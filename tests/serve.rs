@@ -323,3 +323,115 @@ async fn the_cli_lists_and_kills_sandboxes() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// The network namespaces (`net:[inode]`) any host process is in.
+fn net_namespaces() -> std::collections::HashSet<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("ns/net")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn create_with(serve: &Serve, body: serde_json::Value) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v2/sandboxes", serve.url))
+        .header("X-API-KEY", &serve.key)
+        .json(&body)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    answer["sandboxID"].as_str().expect("id").to_string()
+}
+
+/// After a kill and after an expiry, nothing of either sandbox is left: no process (agent or
+/// slirp4netns), no network namespace any process is in, no folder, no cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_expiry_leave_no_process_namespace_folder_or_cgroup() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let state = state_dir("ends");
+    let serve = Serve::start_with(&state, &["--pool-size", "0"]);
+    let killed = create_with(
+        &serve,
+        serde_json::json!({"templateID": "base", "timeout": 600}),
+    )
+    .await;
+    let expiring = create_with(
+        &serve,
+        serde_json::json!({"templateID": "base", "timeout": 1}),
+    )
+    .await;
+    let agents = agents_of(&state);
+    assert_eq!(agents.len(), 2);
+    let slirps = slirps_of(&agents);
+    let namespaces: Vec<String> = agents
+        .iter()
+        .map(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/net"))
+                .expect("ns")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").expect("own ns");
+    assert!(
+        namespaces.iter().all(|n| Path::new(n) != host_ns),
+        "own namespaces"
+    );
+
+    let answer = reqwest::Client::new()
+        .delete(format!("{}/sandboxes/{killed}", serve.url))
+        .header("X-API-KEY", &serve.key)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(answer.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.join("sandboxes").join(&expiring).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left: Vec<u32> = agents
+        .iter()
+        .chain(&slirps)
+        .copied()
+        .filter(|p| running(*p))
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let in_use = net_namespaces();
+    for ns in &namespaces {
+        assert!(!in_use.contains(ns), "network namespace {ns} still in use");
+    }
+    for id in [&killed, &expiring] {
+        assert!(
+            !state.join("sandboxes").join(id).exists(),
+            "folder of {id} left"
+        );
+        let sid = kernelbox::sandbox::SandboxId::new(id).expect("id");
+        for dir in kernelbox::sandbox::cgroup::Cgroups::locate(&sid)
+            .expect("locate")
+            .paths()
+        {
+            assert!(!dir.exists(), "cgroup {} left", dir.display());
+        }
+    }
+    let db = rusqlite::Connection::open(state.join("state.db")).expect("db");
+    let reason = |id: &str| -> String {
+        db.query_row(
+            "SELECT end_reason FROM sandboxes WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("row")
+    };
+    assert_eq!(reason(&killed), "kill");
+    assert_eq!(reason(&expiring), "timeout");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -20,7 +20,7 @@ delete process.env.E2B_DEBUG
 
 const home = process.env.KERNELBOX_HOME || join(homedir(), '.kernelbox')
 const require = createRequire(join(home, 'sdk', 'js', 'package.json'))
-const { Sandbox, AuthenticationError, CommandExitError } = await import(
+const { Sandbox, AuthenticationError, CommandExitError, NotFoundError } = await import(
   pathToFileURL(require.resolve('e2b')).href
 )
 const ci = await import(pathToFileURL(require.resolve('@e2b/code-interpreter')).href)
@@ -49,11 +49,16 @@ test('create, commands, files, info, timeout, list, kill', async () => {
     const listed = await Sandbox.list({ query: { metadata: { tag } } }).nextItems()
     assert.deepEqual(listed.map((s) => s.sandboxId), [sbx.sandboxId])
     assert.equal(await sbx.isRunning(), true)
+
+    const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 600_000 })
+    assert.equal((await again.commands.run('echo connected')).stdout.trim(), 'connected')
+    assert.ok((await sbx.getInfo()).endAt > shorter.endAt, 'connect extends the deadline')
   } finally {
     assert.equal(await sbx.kill(), true)
   }
   assert.equal(await sbx.isRunning(), false)
   assert.equal(await Sandbox.kill(sbx.sandboxId), false)
+  await assert.rejects(Sandbox.getInfo(sbx.sandboxId), NotFoundError)
 })
 
 test('a sandbox expires on its own', async () => {

@@ -82,3 +82,22 @@ def test_a_pooled_sandbox_gets_the_callers_env_in_its_running_kernel():
         assert js.text == "handed-out"
     finally:
         sbx.kill()
+
+
+def test_a_fork_bomb_is_contained_and_a_neighbour_still_answers(sandbox):
+    import time
+
+    from e2b import Sandbox as BaseSandbox
+
+    bomb = BaseSandbox.create(timeout=60)
+    try:
+        bomb.commands.run("bomb() { bomb | bomb & }; bomb", background=True)
+        time.sleep(3)
+        # The neighbour's kernel answers while the bomb runs into its sandbox's pids limit.
+        started = time.time()
+        assert sandbox.run_code("6 * 7", timeout=60).text == "42"
+        assert time.time() - started < 30
+    finally:
+        assert bomb.kill() is True
+    assert not bomb.is_running()
+    assert sandbox.run_code("6 * 8").text == "48"

@@ -16,7 +16,12 @@ os.environ.pop("E2B_DEBUG", None)
 
 import pytest  # noqa: E402
 from e2b import AsyncSandbox, Sandbox, SandboxQuery  # noqa: E402
-from e2b import AuthenticationException, CommandExitException, SandboxException  # noqa: E402
+from e2b import (  # noqa: E402
+    AuthenticationException,
+    CommandExitException,
+    NotFoundException,
+    SandboxException,
+)
 
 
 @pytest.fixture
@@ -88,6 +93,10 @@ def test_kill_ends_the_sandbox_and_a_gone_sandbox_is_not_found(sandbox):
     assert sandbox.kill() is True
     assert not sandbox.is_running()
     assert Sandbox.kill(sandbox_id) is False
+    with pytest.raises(NotFoundException):
+        Sandbox.get_info(sandbox_id)
+    with pytest.raises(NotFoundException):
+        Sandbox.connect(sandbox_id)
     with pytest.raises(SandboxException):
         sandbox.commands.run("true")
 
