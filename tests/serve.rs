@@ -207,17 +207,11 @@ fn slirps_of(inits: &[u32]) -> Vec<u32> {
 }
 
 async fn create(serve: &Serve) -> String {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v2/sandboxes", serve.url))
-        .header("X-API-KEY", &serve.key)
-        .json(&serde_json::json!({"templateID": "base", "timeout": 600}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    answer["sandboxID"].as_str().expect("id").to_string()
+    create_with(
+        serve,
+        serde_json::json!({"templateID": "base", "timeout": 600}),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,8 +42,7 @@ pub fn kept_mask() -> u64 {
     KEPT_CAPABILITIES.iter().fold(0, |m, c| m | 1 << c)
 }
 
-/// System calls that answer `EPERM` inside a sandbox.
-#[cfg(target_arch = "x86_64")]
+/// System calls that answer `EPERM` inside a sandbox, on every architecture.
 const DENIED: &[libc::c_long] = &[
     libc::SYS_keyctl,
     libc::SYS_add_key,
@@ -65,8 +64,6 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_syslog,
     libc::SYS_open_by_handle_at,
     libc::SYS_quotactl,
-    libc::SYS_iopl,
-    libc::SYS_ioperm,
     libc::SYS_setns,
     libc::SYS_fsopen,
     libc::SYS_fsmount,
@@ -75,35 +72,11 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_mount_setattr,
 ];
 
-#[cfg(target_arch = "aarch64")]
-const DENIED: &[libc::c_long] = &[
-    libc::SYS_keyctl,
-    libc::SYS_add_key,
-    libc::SYS_request_key,
-    libc::SYS_bpf,
-    libc::SYS_perf_event_open,
-    libc::SYS_userfaultfd,
-    libc::SYS_io_uring_setup,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    libc::SYS_kexec_load,
-    libc::SYS_kexec_file_load,
-    libc::SYS_init_module,
-    libc::SYS_finit_module,
-    libc::SYS_delete_module,
-    libc::SYS_swapon,
-    libc::SYS_swapoff,
-    libc::SYS_acct,
-    libc::SYS_syslog,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_quotactl,
-    libc::SYS_setns,
-    libc::SYS_fsopen,
-    libc::SYS_fsmount,
-    libc::SYS_open_tree,
-    libc::SYS_move_mount,
-    libc::SYS_mount_setattr,
-];
+/// Port I/O, which only x86 has.
+#[cfg(target_arch = "x86_64")]
+const DENIED_HERE: &[libc::c_long] = &[libc::SYS_iopl, libc::SYS_ioperm];
+#[cfg(not(target_arch = "x86_64"))]
+const DENIED_HERE: &[libc::c_long] = &[];
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
@@ -149,7 +122,7 @@ pub fn seccomp_filter() -> Vec<libc::sock_filter> {
         jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
         eperm,
     ];
-    for &nr in DENIED {
+    for &nr in DENIED.iter().chain(DENIED_HERE) {
         p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 1));
         p.push(eperm);
     }
