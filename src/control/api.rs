@@ -221,6 +221,8 @@ struct ListQuery {
     state: Option<String>,
     /// `asc` or `desc` (default) by start time.
     order: Option<String>,
+    /// Only sandboxes started after this RFC 3339 time.
+    started_after: Option<String>,
     template: Option<String>,
     next_token: Option<String>,
     limit: Option<usize>,
@@ -231,6 +233,15 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ControlError> {
     let wanted = metadata_filter(query.metadata.as_deref())?;
+    let started_after = match query.started_after.as_deref().filter(|s| !s.is_empty()) {
+        None => i64::MIN,
+        Some(raw) => {
+            let (secs, micros) = crate::sys::time::parse_rfc3339(raw).ok_or_else(|| {
+                ControlError::BadRequest(format!("invalid startedAfter (RFC 3339 expected): {raw}"))
+            })?;
+            secs * 1000 + micros / 1000
+        }
+    };
     let running_wanted = query
         .state
         .as_deref()
@@ -242,6 +253,7 @@ async fn list(
         .filter(|_| running_wanted)
         .filter(|r| wanted.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
         .filter(|r| query.template.as_deref().is_none_or(|t| r.template_id == t))
+        .filter(|r| r.started_at > started_after)
         .collect();
     if query.order.as_deref() == Some("asc") {
         matching.reverse();
@@ -306,13 +318,42 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `GET /sandboxes/{id}/metrics` query: a window in Unix seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MetricsQuery {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// One sample, taken now (kernelbox keeps no history yet): in the answer when the requested
+/// window (default: all time) holds the present.
 async fn metrics(
     State(api): State<Api>,
     Path(id): Path<String>,
+    Query(window): Query<MetricsQuery>,
 ) -> Result<Json<Value>, ControlError> {
     let record = api.sandboxes.get(&id)?;
-    let usage = api.sandboxes.usage(&id).await?;
     let now = crate::sys::time::now_millis();
+    let bound = |raw: Option<&str>, name: &str| -> Result<Option<i64>, ControlError> {
+        raw.filter(|r| !r.is_empty())
+            .map(|r| {
+                r.parse::<i64>().map_err(|_| {
+                    ControlError::BadRequest(format!("invalid {name} (Unix seconds expected): {r}"))
+                })
+            })
+            .transpose()
+    };
+    let (start, end) = (
+        bound(window.start.as_deref(), "start")?,
+        bound(window.end.as_deref(), "end")?,
+    );
+    // A few seconds of slack: a client that asks up to "now" computed its now a moment ago.
+    let now_secs = now / 1000;
+    if start.is_some_and(|s| s > now_secs) || end.is_some_and(|e| e < now_secs - 5) {
+        return Ok(Json(json!([])));
+    }
+    let usage = api.sandboxes.usage(&id).await?;
     let elapsed_ns = ((now - record.started_at).max(1) as f64) * 1e6;
     let cpu_pct = usage.cpu_nanos.map_or(0.0, |n| {
         n as f64 / (elapsed_ns * f64::from(record.cpu_count.max(1))) * 100.0

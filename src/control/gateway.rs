@@ -15,8 +15,10 @@ use serde_json::json;
 use super::link;
 use super::sandboxes::Sandboxes;
 
+/// The agent's sandbox API (envd-api.md).
+pub const ENVD_PORT: u16 = 49983;
 /// The agent's two services (envd-api.md, code-interpreter-api.md).
-const AGENT_PORTS: [u16; 2] = [49983, 49999];
+const AGENT_PORTS: [u16; 2] = [ENVD_PORT, 49999];
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::db::{Db, EndReason, Record};
 use super::pool::{Pool, Ready};
 use super::{link, ControlError};
+use crate::envd::files::signature::{sign, Operation};
 use crate::sandbox::{
     Backend, Bind, IdRange, Limits, NamespaceBackend, Network, Rootfs, SandboxId, SandboxSpec,
     Usage,
@@ -419,6 +420,32 @@ impl Sandboxes {
         all
     }
 
+    /// The running sandbox whose access token signed `signature` for this file operation (see
+    /// [`crate::envd::files::signature::sign`]); expiry is left to its agent, which answers
+    /// an expired link with envd's own error.
+    pub fn signed_by(
+        &self,
+        path: &str,
+        operation: Operation,
+        username: &str,
+        expiration: Option<i64>,
+        signature: &str,
+    ) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|l| {
+                let expected = sign(
+                    path,
+                    operation,
+                    username,
+                    &l.record.envd_access_token,
+                    expiration,
+                );
+                expected.as_bytes() == signature.as_bytes()
+            })
+            .map(|l| l.record.id.clone())
+    }
+
     /// The agent's socket of a running sandbox (for the gateway).
     pub fn socket(&self, id: &str) -> Option<PathBuf> {
         self.lock().get(id).map(|l| l.socket.clone())
@@ -441,8 +468,12 @@ impl Sandboxes {
     }
 
     /// `set_timeout`: the deadline becomes now + `secs` (clamped), shorter or longer.
+    ///
+    /// `timeout: 0` ends the sandbox at the next reaper tick (now + 0), as E2B's SDK tests
+    /// expect; on create, 0 means the maximum instead (see [`Sandboxes::lifetime_ms`]).
     pub fn set_timeout(&self, id: &str, secs: u64) -> Result<Record, ControlError> {
-        let end_at = now_millis() + self.lifetime_ms(Some(secs));
+        let max_ms = self.config.max_lifetime.as_millis() as i64;
+        let end_at = now_millis() + (secs as i64 * 1000).min(max_ms);
         self.move_deadline(id, |_| end_at)
     }
 
@@ -480,7 +511,8 @@ impl Sandboxes {
         Ok(record)
     }
 
-    /// A requested lifetime in ms: absent = 300 s, 0 = the maximum, anything clamped to it.
+    /// A create's or connect's lifetime in ms: absent = 300 s, 0 = the maximum (E2B#873: 0 is
+    /// not "forever", and ending a sandbox at once on create helps nobody), anything clamped.
     fn lifetime_ms(&self, secs: Option<u64>) -> i64 {
         let max = self.config.max_lifetime.as_secs();
         let secs = match secs.unwrap_or(DEFAULT_TIMEOUT_SECS) {

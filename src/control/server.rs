@@ -5,13 +5,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::gateway::{self, Route};
+use super::gateway::{self, Route, ENVD_PORT};
 use super::keys::ApiKeys;
 use super::sandboxes::Sandboxes;
 use crate::agent::NoDelay;
@@ -40,6 +42,10 @@ struct Port {
 
 async fn dispatch(State(Port { sandboxes, api }): State<Port>, request: Request) -> Response {
     let route = route_of(&request);
+    let route = match route {
+        Route::Api => signed_file_link(&sandboxes, &request).unwrap_or(Route::Api),
+        other => other,
+    };
     match route {
         Route::Api => match api.oneshot(request).await {
             Ok(response) => response,
@@ -60,4 +66,36 @@ fn route_of(request: &Request) -> Route {
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let host = header("host").or_else(|| request.uri().host());
     gateway::route(host, header("e2b-sandbox-id"), header("e2b-sandbox-port"))
+}
+
+/// A signed `download_url`/`upload_url` that names no sandbox: what the SDKs build when
+/// `E2B_SANDBOX_URL` points here (`<url>/files?path=…&signature=…`). The signature was made
+/// with one sandbox's access token, so the sandbox whose token reproduces it is the target.
+fn signed_file_link(sandboxes: &Sandboxes, request: &Request) -> Option<Route> {
+    use crate::envd::files::signature::Operation;
+    if request.uri().path() != "/files" {
+        return None;
+    }
+    let operation = match *request.method() {
+        axum::http::Method::GET => Operation::Read,
+        axum::http::Method::POST => Operation::Write,
+        _ => return None,
+    };
+    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(request.uri()).ok()?;
+    let signature = query.get("signature")?;
+    let param = |name: &str| query.get(name).map_or("", String::as_str);
+    let expiration = query
+        .get("signature_expiration")
+        .and_then(|e| e.parse().ok());
+    let id = sandboxes.signed_by(
+        param("path"),
+        operation,
+        param("username"),
+        expiration,
+        signature,
+    )?;
+    Some(Route::Sandbox {
+        id,
+        port: ENVD_PORT,
+    })
 }

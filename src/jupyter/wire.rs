@@ -309,56 +309,7 @@ pub fn timestamp_from_kernel(date: Option<&str>) -> String {
 }
 
 fn parse_utc(date: &str) -> Option<String> {
-    let b = date.trim().as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi) = (num(11..13)?, num(14..16)?);
-    let s = if b.get(16) == Some(&b':') {
-        num(17..19)?
-    } else {
-        0
-    };
-    let mut i = if b.get(16) == Some(&b':') { 19 } else { 16 };
-    let mut micros = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let mut digits = 0;
-        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
-            if digits < 6 {
-                micros = micros * 10 + i64::from(c - b'0');
-                digits += 1;
-            }
-            i += 1;
-        }
-        for _ in digits..6 {
-            micros *= 10;
-        }
-    }
-    // Offset: Z, none, ±HH:MM, ±HHMM or ±HH.
-    let offset_secs = match b.get(i) {
-        None | Some(b'Z') | Some(b'z') => 0,
-        Some(&sign @ (b'+' | b'-')) => {
-            let rest: Vec<u8> = b[i + 1..].iter().copied().filter(|c| *c != b':').collect();
-            let oh: i64 = std::str::from_utf8(rest.get(0..2)?).ok()?.parse().ok()?;
-            let om: i64 = match rest.get(2..4) {
-                Some(m) => std::str::from_utf8(m).ok()?.parse().ok()?,
-                None => 0,
-            };
-            let off = oh * 3600 + om * 60;
-            if sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    let epoch = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_secs;
+    let (epoch, micros) = crate::sys::time::parse_rfc3339(date)?;
     Some(format_utc(epoch, micros, "+00:00"))
 }
 
@@ -376,16 +327,6 @@ fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -42,6 +42,74 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// A date as kernels and clients write it (RFC 3339 and its relatives: `Z`, no offset,
+/// `±HH:MM`, `±HHMM`, `±HH`, a space for the `T`, no seconds, any number of fractional
+/// digits) as (seconds since the epoch, microseconds); `None` if it is not one.
+pub fn parse_rfc3339(date: &str) -> Option<(i64, i64)> {
+    let b = date.trim().as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi) = (num(11..13)?, num(14..16)?);
+    let s = if b.get(16) == Some(&b':') {
+        num(17..19)?
+    } else {
+        0
+    };
+    let mut i = if b.get(16) == Some(&b':') { 19 } else { 16 };
+    let mut micros = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let mut digits = 0;
+        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if digits < 6 {
+                micros = micros * 10 + i64::from(c - b'0');
+                digits += 1;
+            }
+            i += 1;
+        }
+        for _ in digits..6 {
+            micros *= 10;
+        }
+    }
+    // Offset: Z, none, ±HH:MM, ±HHMM or ±HH.
+    let offset_secs = match b.get(i) {
+        None | Some(b'Z') | Some(b'z') => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest: Vec<u8> = b[i + 1..].iter().copied().filter(|c| *c != b':').collect();
+            let oh: i64 = std::str::from_utf8(rest.get(0..2)?).ok()?.parse().ok()?;
+            let om: i64 = match rest.get(2..4) {
+                Some(m) => std::str::from_utf8(m).ok()?.parse().ok()?,
+                None => 0,
+            };
+            let off = oh * 3600 + om * 60;
+            if sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    let epoch = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_secs;
+    Some((epoch, micros))
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar to days since 1970-01-01.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day): Howard Hinnant's
 /// `civil_from_days`, which is exact for every `i64` day count a file time can have.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -69,5 +137,18 @@ mod tests {
             "2026-12-02T06:40:00.250Z"
         );
         assert_eq!(rfc3339(-1, 500), "1969-12-31T23:59:59.000000500Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        assert_eq!(
+            parse_rfc3339("2026-12-02T06:40:00.250Z"),
+            Some((1_796_193_600, 250_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-02T07:40:00+01:00"),
+            Some((1_796_193_600, 0))
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
     }
 }

@@ -47,6 +47,7 @@ const BASE_PACKAGES: &[&str] = &[
     "procps",
     "sudo",
     "python3",
+    "python-is-python3",
     "python3-pip",
     "python3-venv",
     "iproute2",

@@ -5,6 +5,7 @@ and API key as KERNELBOX_SERVE_URL / KERNELBOX_SERVE_KEY. The SDK is configured 
 user would: E2B_API_URL and E2B_SANDBOX_URL pointing at serve, E2B_API_KEY.
 """
 
+import datetime
 import os
 import time
 import uuid
@@ -182,3 +183,48 @@ def test_a_sandbox_reaches_neither_serve_nor_another_sandbox():
     finally:
         server.kill()
         client.kill()
+
+
+def test_signed_file_links_work_through_serve(sandbox):
+    import httpx
+
+    upload = sandbox.upload_url("/home/user/signed.txt", use_signature_expiration=60)
+    answer = httpx.post(upload, files={"file": ("signed.txt", b"by link")})
+    assert answer.status_code == 200, answer.text
+    download = sandbox.download_url("/home/user/signed.txt", use_signature_expiration=60)
+    assert httpx.get(download).content == b"by link"
+    # A link signed with another token names no sandbox: the API refuses it.
+    forged = download.replace("signature=", "signature=x")
+    assert httpx.get(forged).status_code == 401
+
+
+def test_metrics_windows_and_started_after(sandbox):
+    import httpx
+
+    now = int(time.time())
+    assert len(sandbox.get_metrics()) == 1
+    past = sandbox.get_metrics(
+        start=datetime.datetime.fromtimestamp(now - 3600, datetime.timezone.utc),
+        end=datetime.datetime.fromtimestamp(now - 1800, datetime.timezone.utc),
+    )
+    assert past == []
+    headers = {"X-API-KEY": KEY}
+    future = httpx.get(f"{URL}/v2/sandboxes?startedAfter=2099-01-01T00:00:00Z", headers=headers)
+    assert future.status_code == 200 and future.json() == []
+    past = httpx.get(f"{URL}/v2/sandboxes?startedAfter=2000-01-01T00:00:00Z", headers=headers)
+    assert sandbox.sandbox_id in [s["sandboxID"] for s in past.json()]
+    bad = httpx.get(f"{URL}/v2/sandboxes?startedAfter=yesterday", headers=headers)
+    assert bad.status_code == 400
+
+
+def test_set_timeout_zero_ends_the_sandbox():
+    sbx = Sandbox.create(timeout=60)
+    sbx.set_timeout(0)
+    deadline = time.time() + 10
+    while sbx.is_running() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not sbx.is_running()
+
+
+def test_python_is_python3_as_in_e2bs_base(sandbox):
+    assert sandbox.commands.run("python --version").stdout.startswith("Python 3")
