@@ -1,6 +1,8 @@
-//! The lifecycle of sandboxes: create from a template, deadlines, kill with a recorded reason,
-//! and reclaim after a restart. Lifetimes live here, not in the backend (which only spawns and
-//! kills), so a microVM backend gets them for free.
+//! The lifecycle of sandboxes: create from a template (a sandbox from the warm pool when one is
+//! ready, else a fresh one: either way a started sandbox is then handed out by its agent's init
+//! call), deadlines, kill with a recorded reason, and reclaim after a restart. Lifetimes live
+//! here, not in the backend (which only spawns and kills), so a microVM backend gets them for
+//! free.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
