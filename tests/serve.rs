@@ -318,13 +318,24 @@ async fn the_cli_lists_and_kills_sandboxes() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
-/// The network namespaces (`net:[inode]`) any host process is in.
-fn net_namespaces() -> std::collections::HashSet<String> {
+/// The host processes (pid, state and command line) in any of `namespaces` (`net:[inode]`).
+fn ns_holders(namespaces: &[String]) -> Vec<String> {
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
-        .filter_map(|e| std::fs::read_link(e.path().join("ns/net")).ok())
-        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/net"))
+                .is_ok_and(|l| namespaces.iter().any(|n| Path::new(n) == l))
+        })
+        .map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            format!(
+                "{} {}",
+                stat.split(')').next().unwrap_or(""),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        })
         .collect()
 }
 
@@ -398,10 +409,19 @@ async fn kill_and_expiry_leave_no_process_namespace_folder_or_cgroup() {
         .filter(|p| running(*p))
         .collect();
     assert!(left.is_empty(), "processes left: {left:?}");
-    let in_use = net_namespaces();
-    for ns in &namespaces {
-        assert!(!in_use.contains(ns), "network namespace {ns} still in use");
-    }
+    // The kernel drops a dying process's namespaces a moment after its cgroup empties.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let holders = loop {
+        let holders = ns_holders(&namespaces);
+        if holders.is_empty() || Instant::now() > deadline {
+            break holders;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        holders.is_empty(),
+        "network namespaces still in use: {holders:?}"
+    );
     for id in [&killed, &expiring] {
         assert!(
             !state.join("sandboxes").join(id).exists(),
