@@ -653,12 +653,14 @@ impl Inner {
         let mut argv = vec![
             "kernelbox".to_string(),
             "agent".into(),
+            // E2B's ports on the sandbox's own loopback (its network namespace is its own, so
+            // no two sandboxes meet): code inside reaches its agent where E2B's users expect it.
             "--addr".into(),
             "127.0.0.1".into(),
             "--port".into(),
-            "0".into(),
+            "49999".into(),
             "--envd-port".into(),
-            "0".into(),
+            "49983".into(),
             "--unix-socket".into(),
             format!("{SOCKET_DIR}/{SOCKET_NAME}"),
         ];

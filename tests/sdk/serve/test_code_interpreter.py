@@ -101,3 +101,9 @@ def test_a_fork_bomb_is_contained_and_a_neighbour_still_answers(sandbox):
         assert bomb.kill() is True
     assert not bomb.is_running()
     assert sandbox.run_code("6 * 8").text == "48"
+
+
+def test_the_agent_answers_on_e2bs_ports_inside_the_sandbox(sandbox):
+    probe = "curl -s -o /dev/null -w %{http_code} http://127.0.0.1:{port}/health"
+    assert sandbox.commands.run(probe.replace("{port}", "49999")).stdout.strip() == "200"
+    assert sandbox.commands.run(probe.replace("{port}", "49983")).stdout.strip() == "204"
