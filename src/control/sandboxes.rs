@@ -474,8 +474,7 @@ impl Sandboxes {
     /// `timeout: 0` ends the sandbox at the next reaper tick (now + 0), as E2B's SDK tests
     /// expect; on create, 0 means the maximum instead (see [`Sandboxes::lifetime_ms`]).
     pub fn set_timeout(&self, id: &str, secs: u64) -> Result<Record, ControlError> {
-        let max_ms = self.config.max_lifetime.as_millis() as i64;
-        let end_at = now_millis() + (secs as i64 * 1000).min(max_ms);
+        let end_at = now_millis() + self.clamped_ms(secs);
         self.move_deadline(id, |_| end_at)
     }
 
@@ -516,12 +515,16 @@ impl Sandboxes {
     /// A create's or connect's lifetime in ms: absent = 300 s, 0 = the maximum (E2B#873: 0 is
     /// not "forever", and ending a sandbox at once on create helps nobody), anything clamped.
     fn lifetime_ms(&self, secs: Option<u64>) -> i64 {
+        match secs.unwrap_or(DEFAULT_TIMEOUT_SECS) {
+            0 => self.clamped_ms(u64::MAX),
+            s => self.clamped_ms(s),
+        }
+    }
+
+    /// `secs` in ms, at most the configured maximum lifetime.
+    fn clamped_ms(&self, secs: u64) -> i64 {
         let max = self.config.max_lifetime.as_secs();
-        let secs = match secs.unwrap_or(DEFAULT_TIMEOUT_SECS) {
-            0 => max,
-            s => s.min(max),
-        };
-        secs as i64 * 1000
+        secs.min(max) as i64 * 1000
     }
 
     /// Ends sandboxes at their deadline (reason `timeout`) and notices agents that died on

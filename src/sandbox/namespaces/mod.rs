@@ -229,12 +229,12 @@ impl Inner {
             identity_files(&upper, &spec.hostname, owner)?;
         }
         if spec.network == Network::UserMode {
-            let etc = upper.join("etc");
-            create_dir_all_owned(&upper, &etc, owner)?;
-            let path = etc.join("resolv.conf");
-            std::fs::write(&path, format!("nameserver {}\n", network::NAMESERVER))
-                .map_err(|e| SandboxError::io("write", &path, e))?;
-            chown(&path, owner)?;
+            write_owned(
+                &upper,
+                "resolv.conf",
+                &format!("nameserver {}\n", network::NAMESERVER),
+                owner,
+            )?;
         }
         let log_path = dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
@@ -934,21 +934,23 @@ fn chown(path: &Path, id: u32) -> Result<(), SandboxError> {
 /// The sandbox's own `/etc/hostname` and `/etc/hosts`, in its upper dir over whatever the
 /// template's layers hold (root inside may edit them).
 fn identity_files(upper: &Path, hostname: &str, owner: u32) -> Result<(), SandboxError> {
+    write_owned(upper, "hostname", &format!("{hostname}\n"), owner)?;
+    write_owned(
+        upper,
+        "hosts",
+        &format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
+        owner,
+    )
+}
+
+/// Writes `upper/etc/<name>` (mode 0644) owned by the sandbox's root.
+fn write_owned(upper: &Path, name: &str, text: &str, owner: u32) -> Result<(), SandboxError> {
     let etc = upper.join("etc");
     create_dir_all_owned(upper, &etc, owner)?;
-    for (name, text) in [
-        ("hostname", format!("{hostname}\n")),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
-        ),
-    ] {
-        let path = etc.join(name);
-        std::fs::write(&path, text).map_err(|e| SandboxError::io("write", &path, e))?;
-        set_mode(&path, 0o644)?;
-        chown(&path, owner)?;
-    }
-    Ok(())
+    let path = etc.join(name);
+    std::fs::write(&path, text).map_err(|e| SandboxError::io("write", &path, e))?;
+    set_mode(&path, 0o644)?;
+    chown(&path, owner)
 }
 
 /// `mkdir -p` below `base`, each new folder owned by `id` (root inside).
