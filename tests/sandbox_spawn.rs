@@ -456,3 +456,68 @@ async fn hardening_refuses_inside_what_the_host_allows_and_kernels_still_run() {
     }
     backend.kill(&id).await.expect("kill");
 }
+
+/// The host's IPv4 addresses other than loopback, as `ip` lists them (independent of how the
+/// backend reads them).
+fn host_ipv4_addresses() -> Vec<String> {
+    host_sh("ip -4 -o addr show | awk '{print $4}' | cut -d/ -f1")
+        .split_whitespace()
+        .filter(|a| !a.starts_with("127."))
+        .map(String::from)
+        .collect()
+}
+
+/// User-mode networking reaches out through the host, but never back into the host itself.
+/// Probe: a TCP connect to a listener the test opens on all of the host's interfaces, at each of
+/// the host's own non-loopback addresses and at 10.0.2.2 (slirp's alias of the host's loopback);
+/// expected: refused inside, while the same connect from the host succeeds. Probe: a second
+/// listener on loopback only, on the host side; expected: reached from the host, refused inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networked_sandbox_cannot_reach_the_hosts_own_services() {
+    let (_runtime, backend) = backend("egress");
+    let id = SandboxId::random();
+    let mut spec = spec(&id);
+    spec.network = kernelbox::sandbox::Network::UserMode;
+    let Some(handle) = spawn_or_skip(&backend, spec).await else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let accept = std::thread::spawn(move || while listener.accept().is_ok() {});
+    let connect = |address: &str| {
+        format!(
+            "python3 -c '
+import socket
+try:
+    socket.create_connection((\"{address}\", {port}), timeout=5); print(\"reached\")
+except OSError as e:
+    print(\"refused\", e.errno)
+'"
+        )
+    };
+    let mut targets = host_ipv4_addresses();
+    assert!(!targets.is_empty(), "the host has a non-loopback address");
+    targets.push("127.0.0.1".into());
+    for address in &targets {
+        assert_eq!(
+            host_sh(&connect(address)).trim(),
+            "reached",
+            "host: {address}"
+        );
+    }
+    // Control: the user-mode network itself works (DNS through slirp's forwarder).
+    let dns = sh(&handle, "getent hosts pypi.org >/dev/null && echo resolved").await;
+    assert_eq!(dns.trim(), "resolved", "inside");
+    targets.pop();
+    targets.push("10.0.2.2".into());
+    for address in &targets {
+        let inside = sh(&handle, &connect(address)).await;
+        assert!(inside.starts_with("refused"), "inside, {address}: {inside}");
+    }
+    // The egress folder is this sandbox's alone, and goes with it.
+    let egress = kernelbox::sandbox::egress::Egress::locate(&id).expect("locate");
+    assert!(egress.exists(), "{}", egress.display());
+    backend.kill(&id).await.expect("kill");
+    assert!(!egress.exists(), "{} left behind", egress.display());
+    drop(accept);
+}

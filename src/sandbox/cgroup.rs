@@ -20,7 +20,7 @@ use super::{Limits, SandboxId};
 /// CFS period for CPU quotas (the kernel's default, 100 ms).
 const CFS_PERIOD_US: u64 = 100_000;
 /// The folder under the current process's cgroups that holds every sandbox's cgroup.
-const PARENT: &str = "kernelbox";
+pub(super) const PARENT: &str = "kernelbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -32,6 +32,8 @@ pub enum CgroupError {
     },
     #[error("this host uses cgroup v2 only; the v2 driver is not written yet")]
     V2NotYetSupported,
+    #[error("no cgroup v2 hierarchy is mounted (/proc/self/mountinfo lists no cgroup2)")]
+    NoV2Mount,
     #[error("no cgroup v1 hierarchy with the {0} controller is mounted")]
     MissingController(&'static str),
     #[error("cgroup {path} still has processes after {waited:?} of SIGKILL")]
@@ -288,7 +290,7 @@ impl Drop for Cgroups {
 /// Creates a sandbox's cgroup folder and, if need be, the parent all sandboxes share. The
 /// parent goes when the last sandbox does, so a kill elsewhere may remove it between the two
 /// `mkdir`s: then both are made again.
-fn create_under_shared_parent(dir: &Path, shared: bool) -> Result<(), CgroupError> {
+pub(super) fn create_under_shared_parent(dir: &Path, shared: bool) -> Result<(), CgroupError> {
     let parent = dir.parent().unwrap_or(dir);
     let mut attempts = 0;
     loop {
@@ -303,6 +305,40 @@ fn create_under_shared_parent(dir: &Path, shared: bool) -> Result<(), CgroupErro
             Err(e) => return Err(io_err(dir, e)),
         }
     }
+}
+
+/// The processes listed in a cgroup folder (either version); none if it is gone.
+pub(super) fn procs_of(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The folder of the current process's cgroup in the v2 hierarchy (on a hybrid host, the
+/// controller-less `unified` mount).
+pub(super) fn v2_base() -> Result<PathBuf, CgroupError> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| io_err(Path::new("/proc/self/cgroup"), e))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| io_err(Path::new("/proc/self/mountinfo"), e))?;
+    v2_base_of(&own, &mountinfo)
+}
+
+fn v2_base_of(own: &str, mountinfo: &str) -> Result<PathBuf, CgroupError> {
+    let own_path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or(CgroupError::NoV2Mount)?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let (root, point) = (*fields.get(3)?, *fields.get(4)?);
+            (right.starts_with("cgroup2 ") && root == "/").then(|| PathBuf::from(point))
+        })
+        .ok_or(CgroupError::NoV2Mount)?;
+    Ok(mount.join(own_path.trim().trim_start_matches('/')))
 }
 
 /// For each controller kernelbox uses: the folder of the current process's cgroup in that
@@ -380,6 +416,20 @@ mod tests {
     fn a_v2_only_host_is_named_not_yet_supported() {
         let err = v1_bases("0::/user.slice\n", MOUNTINFO).expect_err("v2");
         assert!(matches!(err, CgroupError::V2NotYetSupported), "{err}");
+    }
+
+    #[test]
+    fn the_v2_base_is_the_unified_mount_plus_the_own_path() {
+        let own = "4:memory:/process_api/abc\n0::/session/x\n";
+        assert_eq!(
+            v2_base_of(own, MOUNTINFO).expect("v2"),
+            PathBuf::from("/sys/fs/cgroup/unified/session/x")
+        );
+        let v1_only = MOUNTINFO.lines().take(4).collect::<Vec<_>>().join("\n");
+        assert!(matches!(
+            v2_base_of(own, &v1_only),
+            Err(CgroupError::NoV2Mount)
+        ));
     }
 
     #[test]

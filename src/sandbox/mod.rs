@@ -20,6 +20,7 @@
 //!   namespaces, build the root inside, pivot_root, exec the agent; kill and clean up.
 //!
 //! - [`network`]: only `lo`, or user-mode networking through slirp4netns.
+//! - [`egress`]: the kernel rules that keep slirp4netns's sockets off the host's own addresses.
 //! - [`hardening`]: the capability whitelist and the seccomp deny-list applied before the agent
 //!   starts.
 //!
@@ -27,6 +28,7 @@
 //! freezer pause, a warm pool, the microVM backend.
 
 pub mod cgroup;
+pub mod egress;
 pub mod hardening;
 pub mod namespaces;
 pub mod network;

@@ -5,10 +5,10 @@
 //! untouched, and the sandbox reaches what the host reaches (package registries, through the
 //! host's proxy and CA).
 //!
-//! What it cannot reach: the host's loopback (`--disable-host-loopback`: 10.0.2.2 does not lead
-//! to 127.0.0.1, where `serve` and the agents' ports listen), and other sandboxes (each is alone
-//! in its namespace; nothing forwards into one). Services the host itself exposes on all
-//! interfaces remain reachable at the host's address, as from any machine on its network.
+//! What it cannot reach: the host's own services, on loopback (`--disable-host-loopback`: 10.0.2.2
+//! does not lead to 127.0.0.1) or on any other address of the host (slirp4netns runs under the
+//! [`Egress`] rules), and other sandboxes (each is alone in its namespace; nothing forwards into
+//! one).
 //!
 //! slirp4netns runs as host root but with `--enable-sandbox` (its own mount namespace, every
 //! capability dropped but binding low ports), inside the sandbox's cgroups (its memory and pids
@@ -22,7 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::cgroup::Cgroups;
-use super::SandboxError;
+use super::egress::Egress;
+use super::{SandboxError, SandboxId};
 
 /// How a sandbox reaches the network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,16 +51,24 @@ pub struct UserModeNet {
     child: Child,
     /// slirp4netns exits when this closes.
     exit: Option<OwnedFd>,
+    /// Its egress folder: dropped (removed) after the child is reaped.
+    _egress: Egress,
 }
 
 impl UserModeNet {
-    /// Starts slirp4netns on the network namespace of host pid `init` and waits until `tap0`
-    /// is configured.
-    pub fn start(init: u32, cgroups: Option<&Cgroups>) -> Result<UserModeNet, SandboxError> {
+    /// Starts slirp4netns for sandbox `id` on the network namespace of host pid `init`, under
+    /// the egress rules, and waits until `tap0` is configured.
+    pub fn start(
+        id: &SandboxId,
+        init: u32,
+        cgroups: Option<&Cgroups>,
+    ) -> Result<UserModeNet, SandboxError> {
         let setup = |e: std::io::Error| SandboxError::Setup {
             step: "start slirp4netns".into(),
             source: e,
         };
+        let egress = Egress::create(id)?;
+        let join = egress.join_fd();
         let (exit_read, exit_write) = pipe().map_err(setup)?;
         let (ready_read, ready_write) = pipe().map_err(setup)?;
         let (exit_fd, ready_fd) = (exit_read.as_raw_fd(), ready_write.as_raw_fd());
@@ -78,10 +87,14 @@ impl UserModeNet {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        // SAFETY: only dup2 between fork and exec (async-signal-safe); the sources stay open
-        // in the parent until after the spawn.
+        // SAFETY: only write and dup2 between fork and exec (async-signal-safe); the sources
+        // stay open in the parent until after the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                // Into the egress folder before exec: no socket of slirp4netns escapes the rules.
+                if libc::write(join, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Copies above the targets first, so neither source is overwritten by the other's
                 // dup2 whatever numbers the pipes got.
                 let exit = libc::fcntl(exit_fd, libc::F_DUPFD, 10);
@@ -111,6 +124,7 @@ impl UserModeNet {
         let mut net = UserModeNet {
             child,
             exit: Some(exit_write),
+            _egress: egress,
         };
         if let Some(cgroups) = cgroups {
             cgroups.add(net.child.id())?;

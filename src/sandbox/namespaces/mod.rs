@@ -67,6 +67,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::cgroup::Cgroups;
+use super::egress::Egress;
 use super::hardening;
 use super::network::{self, Network, UserModeNet};
 use super::rootfs::{Bind, RootfsPlan};
@@ -296,7 +297,11 @@ impl Inner {
             cgroups.add(pid as u32)?;
         }
         if spec.network == Network::UserMode {
-            resources.net = Some(UserModeNet::start(pid as u32, resources.cgroups.as_ref())?);
+            resources.net = Some(UserModeNet::start(
+                &spec.id,
+                pid as u32,
+                resources.cgroups.as_ref(),
+            )?);
         }
         let mut go = std::fs::File::from(go_write);
         go.write_all(b"g").map_err(|e| SandboxError::Setup {
@@ -771,15 +776,18 @@ impl Backend for NamespaceBackend {
         Box::pin(async move {
             let dir = self.inner.runtime_dir.join(id.as_str());
             let cgroups = Cgroups::locate(id)?;
+            let egress = Egress::locate(id)?;
             tokio::task::spawn_blocking(move || {
                 // Not our child: the cgroup's kill takes init and everything else.
-                Resources {
+                let released = Resources {
                     dir: Some(dir),
                     cgroups: Some(cgroups),
                     init: None,
                     net: None,
                 }
-                .release()
+                .release();
+                Egress::remove(&egress);
+                released
             })
             .await
             .map_err(|e| SandboxError::Unsupported(format!("reclaim task failed: {e}")))?
