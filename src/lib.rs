@@ -25,8 +25,9 @@
 //!   (spawn, kill, usage, list) so a microVM backend can follow: the namespace backend
 //!   (`sandbox::namespaces`: user/mount/pid/net/ipc/uts namespaces, pivot_root into an overlay),
 //!   the root filesystem plan (`sandbox::rootfs`: lower layers + read-only binds) and cgroups
-//!   (`sandbox::cgroup`: v1 memory/cpu/pids under the current process's cgroups; v2 a named
-//!   stub). It knows nothing of E2B's API; the control plane will sit above it.
+//!   (`sandbox::cgroup`: memory/cpu/pids under the current process's cgroups, v1 or v2), the
+//!   egress rules of its network (`sandbox::egress`). It knows nothing of E2B's API; the control
+//!   plane sits above it.
 //! - [`sys`]: the bottom layer: process groups, death with the parent, signals, the process guard,
 //!   private files and folders. It imports nothing else from the crate.
 //!

@@ -14,8 +14,8 @@
 //!   (today a minimal skeleton plus read-only binds of host directories; later template layers
 //!   built with debootstrap), a per-sandbox upper dir, and the binds every sandbox gets (the agent
 //!   binary, the socket dir).
-//! - [`cgroup`]: limits and accounting through cgroup v1 (memory, cpu, pids) nested under the
-//!   cgroups of the current process; v2 is a named stub for now.
+//! - [`cgroup`]: limits and accounting (memory, cpu, pids) nested under the cgroups of the
+//!   current process, through cgroup v1 or v2, whichever holds the controllers.
 //! - [`namespaces`]: the namespace backend: clone into new user, mount, pid, net, ipc and uts
 //!   namespaces, build the root inside, pivot_root, exec the agent; kill and clean up.
 //!
