@@ -449,3 +449,98 @@ async fn kill_and_expiry_leave_no_process_namespace_folder_or_cgroup() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// Starts `script` as root in sandbox `id` through serve's gateway (envd's Process.Start, Connect JSON)
+/// and returns without waiting for it to end (its output is read, and dropped, in the
+/// background).
+async fn start_in(serve: &Serve, id: &str, token: &str, script: &str) {
+    let message = serde_json::json!({
+        "process": {"cmd": "/bin/sh", "args": ["-c", script]},
+        "stdin": false,
+    });
+    let json = message.to_string().into_bytes();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    body.extend_from_slice(&json);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/process.Process/Start", serve.url))
+        .header("E2b-Sandbox-Id", id)
+        .header("E2b-Sandbox-Port", "49983")
+        .header("X-Access-Token", token)
+        // As root: base64("root:").
+        .header("Authorization", "Basic cm9vdDo=")
+        .header("Content-Type", "application/connect+json")
+        .header("Connect-Protocol-Version", "1")
+        .body(body)
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(answer.status(), 200);
+    tokio::spawn(answer.bytes());
+}
+
+/// An agent (init) ended by the OOM killer ends its sandbox with reason `oom`; one killed
+/// otherwise, with `init_died`. Probe: inside, root makes init the OOM killer's first choice
+/// (raising `oom_score_adj` to 1000 needs no privilege) and fills the tmpfs `/dev/shm` past the
+/// sandbox's 512 MiB (tmpfs pages belong to no process, so init is the victim). The other
+/// sandbox's init is SIGKILLed from the host (PID 1 ignores it from inside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_ended_by_the_oom_killer_is_recorded_as_oom() {
+    if !is_root() {
+        eprintln!("skipped: sandboxes need root");
+        return;
+    }
+    let state = state_dir("oom");
+    let serve = Serve::start_with(&state, &["--pool-size", "0"]);
+    let create = |_: ()| async {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v2/sandboxes", serve.url))
+            .header("X-API-KEY", &serve.key)
+            .json(&serde_json::json!({"templateID": "base", "timeout": 600}))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("json");
+        (
+            answer["sandboxID"].as_str().expect("id").to_string(),
+            answer["envdAccessToken"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let (starved, token) = create(()).await;
+    let (crashed, _) = create(()).await;
+    start_in(
+        &serve,
+        &starved,
+        &token,
+        "echo 1000 > /proc/1/oom_score_adj && head -c 2G /dev/zero > /dev/shm/fill",
+    )
+    .await;
+    let crashed_init = agents_of(&state)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(&crashed))
+        })
+        .expect("the second sandbox's agent");
+    // SAFETY: kill(2) of a pid we just found running the sandbox's agent.
+    unsafe { libc::kill(crashed_init as i32, libc::SIGKILL) };
+
+    let db = rusqlite::Connection::open(state.join("state.db")).expect("db");
+    let reason = |id: &str| -> Option<String> {
+        db.query_row(
+            "SELECT end_reason FROM sandboxes WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("row")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (reason(&starved).is_none() || reason(&crashed).is_none()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reason(&starved).as_deref(), Some("oom"));
+    assert_eq!(reason(&crashed).as_deref(), Some("init_died"));
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&state);
+}

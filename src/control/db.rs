@@ -18,7 +18,9 @@ pub enum EndReason {
     Timeout,
     /// `DELETE /sandboxes/{id}`.
     Kill,
-    /// Its agent (init) died on its own: OOM or a crash.
+    /// Its agent (init) was ended by the OOM killer: the sandbox ran out of memory.
+    Oom,
+    /// Its agent (init) died on its own otherwise (a crash, or killed from inside).
     InitDied,
     /// `serve` stopped or restarted while it ran; reclaimed on the next start.
     Restart,
@@ -29,6 +31,7 @@ impl EndReason {
         match self {
             EndReason::Timeout => "timeout",
             EndReason::Kill => "kill",
+            EndReason::Oom => "oom",
             EndReason::InitDied => "init_died",
             EndReason::Restart => "restart",
         }

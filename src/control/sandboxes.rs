@@ -557,12 +557,29 @@ impl Sandboxes {
                 })
                 .collect();
             for (id, reason) in ended {
+                let reason = match reason {
+                    EndReason::InitDied => self.why_init_died(&id).await,
+                    other => other,
+                };
                 let _ = self.kill(&id, reason).await;
             }
         }
         let all: Vec<String> = self.lock().keys().cloned().collect();
         for id in all {
             let _ = self.kill(&id, EndReason::Restart).await;
+        }
+    }
+
+    /// `oom` if the sandbox's cgroup counted an OOM kill (its init is the one that matters, and
+    /// the agent is the least likely victim, so a count means memory ran out), else `init_died`.
+    /// Read before the kill removes the cgroup.
+    async fn why_init_died(&self, id: &str) -> EndReason {
+        let Ok(sid) = SandboxId::new(id) else {
+            return EndReason::InitDied;
+        };
+        match self.backend.usage(&sid).await {
+            Ok(usage) if usage.oom_kills > 0 => EndReason::Oom,
+            _ => EndReason::InitDied,
         }
     }
 

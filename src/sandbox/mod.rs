@@ -168,6 +168,9 @@ pub struct Usage {
     /// CPU time used since start, in nanoseconds (`None` where the backend cannot tell).
     pub cpu_nanos: Option<u64>,
     pub pids: u64,
+    /// Processes the kernel's OOM killer has ended in the sandbox so far (`oom_kill`): tells an
+    /// init that died of memory from one that crashed.
+    pub oom_kills: u64,
 }
 
 /// A way of running sandboxes. Object-safe (futures are boxed) so a control plane can hold an

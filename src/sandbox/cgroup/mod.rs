@@ -207,6 +207,19 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(|e| io_err(path, e))
 }
 
+/// The `oom_kill` count of a flat-keyed file (v1 `memory.oom_control`, v2 `memory.events`);
+/// 0 where the kernel does not count it.
+fn oom_kills(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A number from a one-value cgroup file (`0` if unreadable as one).
 fn read_u64(path: &Path) -> Result<u64, CgroupError> {
     Ok(read(path)?.trim().parse().unwrap_or(0))

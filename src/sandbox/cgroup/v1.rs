@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{create_under_shared_parent, read, read_u64, write, CgroupError, PARENT};
+use super::{create_under_shared_parent, oom_kills, read, read_u64, write, CgroupError, PARENT};
 use crate::sandbox::{Limits, SandboxId, Usage};
 
 /// CFS period for CPU quotas (the kernel's default, 100 ms).
@@ -135,6 +135,7 @@ impl Dirs {
             memory_limit_bytes: (limit < i64::MAX as u64 / 2).then_some(limit),
             cpu_nanos: cpu.and_then(|t| t.trim().parse().ok()),
             pids: read_u64(&self.pids_dir().join("pids.current"))?,
+            oom_kills: oom_kills(&memory.join("memory.oom_control")),
         })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{create_under_shared_parent, io_err, read, read_u64, write, CgroupError};
+use super::{create_under_shared_parent, io_err, oom_kills, read, read_u64, write, CgroupError};
 use crate::sandbox::{Limits, Usage};
 
 /// What every sandbox folder needs handed down: memory and pids for limits and accounting, cpu
@@ -100,6 +100,7 @@ pub(super) fn usage(dir: &Path) -> Result<Usage, CgroupError> {
         memory_limit_bytes: limit.trim().parse().ok(),
         cpu_nanos: cpu.map(|usec| usec * 1_000),
         pids: read_u64(&dir.join("pids.current"))?,
+        oom_kills: oom_kills(&dir.join("memory.events")),
     })
 }
 
@@ -161,11 +162,17 @@ mod tests {
         std::fs::write(dir.join("memory.current"), "4096\n").expect("w");
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").expect("w");
         std::fs::write(dir.join("pids.current"), "3\n").expect("w");
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n",
+        )
+        .expect("w");
         let used = usage(&dir).expect("usage");
         assert_eq!(used.memory_bytes, 4096);
         assert_eq!(used.memory_limit_bytes, Some(512 << 20));
         assert_eq!(used.cpu_nanos, Some(1_500_000));
         assert_eq!(used.pids, 3);
+        assert_eq!(used.oom_kills, 1);
         std::fs::write(dir.join("memory.max"), "max\n").expect("w");
         assert_eq!(usage(&dir).expect("usage").memory_limit_bytes, None);
         let _ = std::fs::remove_dir_all(&root);
