@@ -342,10 +342,14 @@ impl Agent {
         let mut servers: Vec<futures_util::future::BoxFuture<'static, std::io::Result<()>>> =
             Vec::new();
         for service in self.services {
-            let app = dispatch(service.sandbox_port);
-            let served = axum::serve(NoDelay(service.listener), app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()));
-            servers.push(Box::pin(served.into_future()));
+            // Identity `/files` transfers are served by the agent itself (splice, sendfile),
+            // the rest by hyper: see `envd::files::connection`.
+            let served = crate::envd::files::connection::serve(
+                service.listener,
+                dispatch(service.sandbox_port),
+                stopped(stop_rx.clone()),
+            );
+            servers.push(Box::pin(served));
         }
         if let Some((listener, port)) = self.unix {
             let served = axum::serve(listener, dispatch(port))

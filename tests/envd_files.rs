@@ -1145,3 +1145,128 @@ fn a_multipart_uploads_last_chunk_is_read_before_the_reply() {
     assert!(second.starts_with("HTTP/1.1 204"), "{second}");
     assert_eq!(std::fs::read(dir.join("late.txt")).expect("file"), b"late");
 }
+
+/// One HTTP/1.1 response with a `Content-Length` body, as (head, body bytes).
+fn read_exchange(stream: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("length"));
+            while got.len() < end + 4 + len {
+                let n = stream.read(&mut buf).expect("read body");
+                assert!(n > 0, "closed mid-body: {head}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            return (head, got[end + 4..end + 4 + len].to_vec());
+        }
+        let n = stream.read(&mut buf).expect("read head");
+        assert!(n > 0, "closed before a response");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Identity `/files` transfers are served by the agent itself (splice, sendfile) and everything
+/// else by hyper, on one keep-alive connection: uploads, downloads (whole and ranged), then a
+/// request only hyper serves (which takes over the connection), then `/files` again.
+#[test]
+fn one_connection_carries_direct_transfers_then_anything_else() {
+    let (url, workdir) = agent();
+    let target = test_dir(workdir, "keepalive").join("data.bin");
+    let path = target.to_string_lossy().replace('/', "%2F");
+    let data = binary(3_000_000);
+    let mut stream =
+        std::net::TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    for round in 0..2 {
+        let head = format!(
+            "POST /files?path={path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        );
+        stream.write_all(head.as_bytes()).expect("head");
+        stream.write_all(&data).expect("body");
+        let (head, body) = read_exchange(&mut stream);
+        assert!(head.starts_with("http/1.1 200"), "round {round}: {head}");
+        let entries: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(entries[0]["path"], target.to_string_lossy().as_ref());
+
+        write!(stream, "GET /files?path={path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("get");
+        let (head, body) = read_exchange(&mut stream);
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(body == data, "round {round}: the download differs");
+
+        write!(
+            stream,
+            "GET /files?path={path} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n"
+        )
+        .expect("range");
+        let (head, body) = read_exchange(&mut stream);
+        assert!(head.starts_with("http/1.1 206"), "{head}");
+        assert_eq!(body, data[10..20]);
+    }
+    // A Connect call: hyper's from here on.
+    let rpc = br#"{"path":"/"}"#;
+    write!(
+        stream,
+        "POST /filesystem.Filesystem/Stat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        rpc.len()
+    )
+    .expect("rpc");
+    stream.write_all(rpc).expect("rpc body");
+    let (head, body) = read_exchange(&mut stream);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("entry"), "{head}");
+    write!(stream, "GET /files?path={path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("get");
+    let (head, body) = read_exchange(&mut stream);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body == data, "the download through hyper differs");
+}
+
+/// A download whose reader stops reading holds up nothing else: other downloads and requests
+/// are answered while it is stuck, and dropping it frees the agent.
+#[test]
+fn a_download_whose_reader_stops_holds_up_nothing_else() {
+    let (url, workdir) = agent();
+    let dir = test_dir(workdir, "stalled");
+    let big = dir.join("big.bin");
+    std::fs::write(&big, binary(64 << 20)).expect("write");
+    let small = dir.join("small.txt");
+    std::fs::write(&small, "small").expect("write");
+    let addr = url.trim_start_matches("http://");
+    let mut stalled = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stalled,
+        "GET /files?path={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        big.to_string_lossy().replace('/', "%2F")
+    )
+    .expect("get");
+    let mut first = [0u8; 1024];
+    stalled.read_exact(&mut first).expect("the download starts");
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    // It reads no more. Meanwhile:
+    for _ in 0..3 {
+        let mut other = std::net::TcpStream::connect(addr).expect("connect");
+        other
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            other,
+            "GET /files?path={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            small.to_string_lossy().replace('/', "%2F")
+        )
+        .expect("get");
+        let (head, body) = read_exchange(&mut other);
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"small");
+        write!(other, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").expect("health");
+        let (head, _) = read_exchange(&mut other);
+        assert!(head.starts_with("http/1.1 204"), "{head}");
+    }
+    drop(stalled);
+}

@@ -16,9 +16,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::direct::{DirectConnection, SendFile};
 use super::encoding::{self, Coding};
 use super::error::{go_text, FilesError};
 use super::signature::Operation;
@@ -42,6 +44,7 @@ const GZIP_LEVEL: u32 = 1;
 
 pub async fn get_files(
     State(envd): State<Arc<Envd>>,
+    direct: Option<Extension<DirectConnection>>,
     method: Method,
     headers: HeaderMap,
     uri: Uri,
@@ -121,7 +124,14 @@ pub async fn get_files(
         }
         Coding::Identity => {
             let content_type = type_by_extension(raw_path).unwrap_or(sniffed);
-            serve_content(&method, &headers, file, &stat, content_type)
+            serve_content(
+                &method,
+                &headers,
+                file,
+                &stat,
+                content_type,
+                direct.is_some(),
+            )
         }
     };
     let h = res.headers_mut();
@@ -151,6 +161,7 @@ fn serve_content(
     file: File,
     stat: &std::fs::Metadata,
     content_type: &'static str,
+    direct: bool,
 ) -> Response {
     let size = stat.len();
     let modified = stat
@@ -227,7 +238,11 @@ fn serve_content(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method != Method::HEAD {
-        *res.body_mut() = file_body(file, start, len);
+        if direct {
+            res.extensions_mut().insert(SendFile::new(file, start, len));
+        } else {
+            *res.body_mut() = file_body(file, start, len);
+        }
     }
     res
 }

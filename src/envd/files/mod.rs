@@ -5,6 +5,8 @@
 //! - [`download`]: identity with `Range` and conditional requests, or streamed gzip;
 //! - [`upload`]: multipart and octet-stream bodies (optionally gzip), into [`staged`] writes that
 //!   never leave a truncated file behind;
+//! - [`connection`] and [`direct`]: plain HTTP/1.1 identity transfers served by the agent itself,
+//!   with `splice(2)` and `sendfile(2)` instead of hyper's buffers;
 //! - [`signature`]: `X-Access-Token` or a v1 signature when the sandbox has a token;
 //! - [`metadata`]: `X-Metadata-*` headers as `user.e2b.*` xattrs;
 //! - [`encoding`]: `Accept-Encoding` / `Content-Encoding`;
@@ -13,6 +15,8 @@
 //! Query parameters (`path`, `username`, `signature`, `signature_expiration`) are read as envd's
 //! generated router does: the first occurrence of each counts.
 
+pub mod connection;
+pub mod direct;
 pub mod download;
 pub mod encoding;
 pub mod error;

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::direct::{SocketBody, SpliceError};
 use super::error::{go_text, is_no_space, FilesError};
 use super::metadata::{self, Metadata};
 use crate::envd::UPLOAD_TEMP_PREFIX;
@@ -125,7 +126,8 @@ impl Upload {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (give_back, returned) = std::sync::mpsc::channel();
         let chunks = Chunks::new(rx, give_back);
-        let done = tokio::task::spawn_blocking(move || write(&dest, encoding, chunks));
+        let done =
+            tokio::task::spawn_blocking(move || write(&dest, Source::Chunks { chunks, encoding }));
         Upload {
             tx,
             returned,
@@ -241,8 +243,25 @@ impl Drop for TempFile {
     }
 }
 
+/// Where the disk thread takes the body from.
+enum Source {
+    /// Buffers from the request side (any body hyper read).
+    Chunks { chunks: Chunks, encoding: Encoding },
+    /// An identity body still in the client's socket.
+    Socket(SocketBody),
+}
+
+/// Writes an identity body that is still in the client's socket (see [`super::direct`]),
+/// all or nothing as any other upload.
+pub async fn from_socket(dest: Destination, body: SocketBody) -> Result<Written, FilesError> {
+    joined(tokio::task::spawn_blocking(move || {
+        write(&dest, Source::Socket(body))
+    }))
+    .await
+}
+
 /// The disk thread: everything from creating the parents to the rename.
-fn write(dest: &Destination, encoding: Encoding, chunks: Chunks) -> Result<Written, FilesError> {
+fn write(dest: &Destination, source: Source) -> Result<Written, FilesError> {
     let parent = dest.path.parent().unwrap_or(Path::new("/"));
     ensure_dirs(parent, dest.uid, dest.gid).map_err(|e| match e {
         DirError::NotADir(p) => FilesError::Internal(format!(
@@ -269,7 +288,7 @@ fn write(dest: &Destination, encoding: Encoding, chunks: Chunks) -> Result<Writt
     let dir = target.parent().unwrap_or(Path::new("/"));
     let in_place = old.as_ref().is_some_and(|md| !md.is_file()) || on_pseudo_fs(dir);
     if in_place {
-        return write_in_place(dest, &target, encoding, chunks);
+        return write_in_place(dest, &target, source);
     }
 
     let (file, temp) = TempFile::create(dir).map_err(|e| {
@@ -283,7 +302,7 @@ fn write(dest: &Destination, encoding: Encoding, chunks: Chunks) -> Result<Writt
     if let Some(size) = dest.exact_size {
         preallocate(&file, size).map_err(|e| write_error(&e, dest.content_length))?;
     }
-    copy_body(chunks, encoding, &file, dest.content_length)?;
+    copy_body(source, &file, dest.content_length)?;
     let metadata_stored = set_metadata(&file, dest)?;
     if let Some(old) = &old {
         // After the chown, which clears set-id bits.
@@ -301,8 +320,7 @@ fn write(dest: &Destination, encoding: Encoding, chunks: Chunks) -> Result<Writt
 fn write_in_place(
     dest: &Destination,
     target: &Path,
-    encoding: Encoding,
-    chunks: Chunks,
+    source: Source,
 ) -> Result<Written, FilesError> {
     let file = OpenOptions::new()
         .write(true)
@@ -313,7 +331,7 @@ fn write_in_place(
         .open(target)
         .map_err(|e| FilesError::io("error opening file", &e))?;
     chown(&file, dest.uid, dest.gid)?;
-    copy_body(chunks, encoding, &file, dest.content_length)?;
+    copy_body(source, &file, dest.content_length)?;
     let metadata_stored = set_metadata(&file, dest)?;
     Ok(Written { metadata_stored })
 }
@@ -460,13 +478,17 @@ fn write_error(e: &io::Error, content_length: Option<u64>) -> FilesError {
 }
 
 /// Streams the body into `file` (decompressing it if need be) and flushes it.
-fn copy_body(
-    mut chunks: Chunks,
-    encoding: Encoding,
-    file: &File,
-    content_length: Option<u64>,
-) -> Result<(), FilesError> {
+fn copy_body(source: Source, file: &File, content_length: Option<u64>) -> Result<(), FilesError> {
     let write_error = |e: io::Error| write_error(&e, content_length);
+    let (mut chunks, encoding) = match source {
+        Source::Chunks { chunks, encoding } => (chunks, encoding),
+        Source::Socket(body) => {
+            return body.splice_into(file, WRITE_PIECE).map_err(|e| match e {
+                SpliceError::Socket(e) => FilesError::ClientGone(e.to_string()),
+                SpliceError::File(e) => write_error(e),
+            })
+        }
+    };
     let mut out = BufWriter::with_capacity(WRITE_PIECE, Pieces(file));
     match encoding {
         Encoding::Identity => {

@@ -17,16 +17,18 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Uri};
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
+use super::direct::SocketBody;
 use super::encoding::{self, Coding};
 use super::error::FilesError;
 use super::metadata::{self, Metadata};
 use super::signature::Operation;
-use super::staged::{Destination, Encoding, Upload, Written};
+use super::staged::{self, Destination, Encoding, Upload, Written};
 use super::{authorise, resolve, FileQuery};
 use crate::envd::{Caller, Envd};
 
@@ -77,6 +79,7 @@ impl Request {
 
 pub async fn post_files(
     State(envd): State<Arc<Envd>>,
+    socket: Option<Extension<SocketBody>>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
@@ -95,14 +98,27 @@ pub async fn post_files(
                 Encoding::Gzip => None,
             };
             let dest = plan.request.destination(path.clone(), exact_size);
-            let written = pump(body.into_data_stream(), Upload::start(dest, encoding)).await?;
+            let written = match (socket, encoding) {
+                (Some(Extension(socket)), Encoding::Identity) => {
+                    staged::from_socket(dest, socket).await?
+                }
+                (Some(_), Encoding::Gzip) => return Err(not_direct()),
+                (None, _) => pump(body.into_data_stream(), Upload::start(dest, encoding)).await?,
+            };
             vec![plan.request.entry(&path, &written)]
         }
+        Kind::Multipart { .. } if socket.is_some() => return Err(not_direct()),
         Kind::Multipart { content_type } => {
             multipart(&plan.request, &plan.query, &content_type, body).await?
         }
     };
     Ok(Json(entries))
+}
+
+/// A body left in the socket for a request the connection should have given to hyper: never
+/// written as an empty file.
+fn not_direct() -> FilesError {
+    FilesError::Internal("an encoded or multipart body was not read by the HTTP server".into())
 }
 
 /// The most of an unread body taken in before an error reply, as Go's server does (256 KB), and
