@@ -180,6 +180,7 @@ async fn signals_reach_the_group_and_read_like_go() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     f.processes
         .signal(&Selector::Pid(pid), Signal::Terminate)
+        .await
         .expect("signal");
     let end = collect(sub).await.end.expect("end");
     assert_eq!(
@@ -191,7 +192,15 @@ async fn signals_reach_the_group_and_read_like_go() {
     let (pid, sub) = f.start(sh("sleep 30"));
     f.processes
         .signal(&Selector::Pid(pid), Signal::Kill)
+        .await
         .expect("signal");
+    // Answered once reaped: the pid is gone at once, not a zombie that `kill -0` still finds.
+    // SAFETY: signal 0 only checks whether the pid exists.
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, 0) },
+        -1,
+        "pid {pid} still exists"
+    );
     let end = collect(sub).await.end.expect("end");
     assert_eq!(end.status, "signal: killed");
     assert_eq!(end.error.as_deref(), Some("signal: killed"));
@@ -199,6 +208,7 @@ async fn signals_reach_the_group_and_read_like_go() {
     let err = f
         .processes
         .signal(&Selector::Pid(pid), Signal::Kill)
+        .await
         .expect_err("ended processes cannot be signalled");
     assert_eq!(err.code, Code::NotFound);
     assert_eq!(err.message, format!("process with pid {pid} not found"));

@@ -34,6 +34,8 @@ pub const ENDED_RETENTION: Duration = Duration::from_secs(30);
 const DRAIN_IDLE: Duration = Duration::from_millis(20);
 /// Upper bound on that draining, for a background child that keeps writing.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// The longest a SIGKILL's reply waits for the process to be reaped.
+const KILL_SETTLE: Duration = Duration::from_millis(500);
 
 /// Which process a call means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,8 @@ struct Process {
     /// `None` once closed, or when the process has `/dev/null` or a terminal.
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     pty: Option<Arc<Pty>>,
+    /// Turns true once the process has been reaped.
+    exited: watch::Receiver<bool>,
 }
 
 impl Process {
@@ -158,6 +162,7 @@ impl Processes {
             pty,
             ..
         } = spawned;
+        let (exited_tx, exited) = watch::channel(false);
         let process = Arc::new(Process {
             info: ProcessInfo {
                 config: spec.config,
@@ -167,8 +172,8 @@ impl Processes {
             output,
             stdin: tokio::sync::Mutex::new(stdin),
             pty: pty.map(Arc::new),
+            exited: exited.clone(),
         });
-        let (exited_tx, exited) = watch::channel(false);
         let mut pumps = Vec::new();
         let mut pump = |source: Source| {
             let (output, exited) = (process.output.clone(), exited.clone());
@@ -272,10 +277,17 @@ impl Processes {
         Ok(())
     }
 
-    /// Sends `signal` to the process's whole group, so what it started goes too.
-    pub fn signal(&self, selector: &Selector, signal: Signal) -> Result<(), EnvdError> {
+    /// Sends `signal` to the process's whole group, so what it started goes too. A SIGKILL is
+    /// answered once the process is reaped (at most [`KILL_SETTLE`]): until then its pid still
+    /// answers `kill -0`, and a client that checks right after `kill` (E2B's PTY tests do) would
+    /// find it alive.
+    pub async fn signal(&self, selector: &Selector, signal: Signal) -> Result<(), EnvdError> {
         let process = self.running(selector)?;
         sys::killpg(process.info.pid as i32, signal);
+        if signal == Signal::Kill {
+            let mut exited = process.exited.clone();
+            let _ = tokio::time::timeout(KILL_SETTLE, exited.wait_for(|e| *e)).await;
+        }
         Ok(())
     }
 

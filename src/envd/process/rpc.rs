@@ -137,7 +137,9 @@ async fn send_signal(
             ))
         }
     };
-    envd.processes().signal(&selector(req.process)?, signal)?;
+    envd.processes()
+        .signal(&selector(req.process)?, signal)
+        .await?;
     Ok(msg::Empty {})
 }
 
