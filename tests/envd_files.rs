@@ -1092,17 +1092,25 @@ fn a_refused_upload_is_answered_while_the_body_is_still_coming() {
 /// Reads one HTTP/1.1 response with a `Content-Length` body; `None` if the connection closes
 /// first.
 fn read_response(stream: &mut std::net::TcpStream) -> Option<String> {
+    let (head, body) = try_read_exchange(stream)?;
+    Some(format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body)))
+}
+
+/// One HTTP/1.1 response with a `Content-Length` body, as (head, body bytes); `None` if the
+/// connection closes first.
+fn try_read_exchange(stream: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
             let len: usize = head
+                .to_ascii_lowercase()
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map_or(0, |v| v.trim().parse().unwrap_or(0));
             if got.len() >= end + 4 + len {
-                return Some(String::from_utf8_lossy(&got[..end + 4 + len]).into_owned());
+                return Some((head, got[end + 4..end + 4 + len].to_vec()));
             }
         }
         match stream.read(&mut buf) {
@@ -1146,28 +1154,10 @@ fn a_multipart_uploads_last_chunk_is_read_before_the_reply() {
     assert_eq!(std::fs::read(dir.join("late.txt")).expect("file"), b"late");
 }
 
-/// One HTTP/1.1 response with a `Content-Length` body, as (head, body bytes).
+/// One HTTP/1.1 response, as (lower-cased head, body bytes); the connection must deliver it.
 fn read_exchange(stream: &mut std::net::TcpStream) -> (String, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("length"));
-            while got.len() < end + 4 + len {
-                let n = stream.read(&mut buf).expect("read body");
-                assert!(n > 0, "closed mid-body: {head}");
-                got.extend_from_slice(&buf[..n]);
-            }
-            return (head, got[end + 4..end + 4 + len].to_vec());
-        }
-        let n = stream.read(&mut buf).expect("read head");
-        assert!(n > 0, "closed before a response");
-        got.extend_from_slice(&buf[..n]);
-    }
+    let (head, body) = try_read_exchange(stream).expect("a whole response");
+    (head.to_ascii_lowercase(), body)
 }
 
 /// Identity `/files` transfers are served by the agent itself (splice, sendfile) and everything

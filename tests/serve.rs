@@ -340,7 +340,13 @@ fn ns_holders(namespaces: &[String]) -> Vec<String> {
 }
 
 async fn create_with(serve: &Serve, body: serde_json::Value) -> String {
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer = create_answer(serve, body).await;
+    answer["sandboxID"].as_str().expect("id").to_string()
+}
+
+/// `POST /v2/sandboxes`: the whole answer (id, access token, ...).
+async fn create_answer(serve: &Serve, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
         .post(format!("{}/v2/sandboxes", serve.url))
         .header("X-API-KEY", &serve.key)
         .json(&body)
@@ -349,8 +355,7 @@ async fn create_with(serve: &Serve, body: serde_json::Value) -> String {
         .expect("create")
         .json()
         .await
-        .expect("json");
-    answer["sandboxID"].as_str().expect("id").to_string()
+        .expect("json")
 }
 
 /// After a kill and after an expiry, nothing of either sandbox is left: no process (agent or
@@ -492,24 +497,19 @@ async fn an_init_ended_by_the_oom_killer_is_recorded_as_oom() {
     }
     let state = state_dir("oom");
     let serve = Serve::start_with(&state, &["--pool-size", "0"]);
-    let create = |_: ()| async {
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/v2/sandboxes", serve.url))
-            .header("X-API-KEY", &serve.key)
-            .json(&serde_json::json!({"templateID": "base", "timeout": 600}))
-            .send()
-            .await
-            .expect("create")
-            .json()
-            .await
-            .expect("json");
+    let create = || async {
+        let answer = create_answer(
+            &serve,
+            serde_json::json!({"templateID": "base", "timeout": 600}),
+        )
+        .await;
         (
             answer["sandboxID"].as_str().expect("id").to_string(),
             answer["envdAccessToken"].as_str().unwrap_or("").to_string(),
         )
     };
-    let (starved, token) = create(()).await;
-    let (crashed, _) = create(()).await;
+    let (starved, token) = create().await;
+    let (crashed, _) = create().await;
     start_in(
         &serve,
         &starved,
