@@ -239,6 +239,13 @@ async fn a_restart_reclaims_what_a_killed_serve_left() {
     let serve = Serve::start_with(&state, &["--pool-size", "0"]);
     let left: Vec<u32> = agents.iter().copied().filter(|p| running(*p)).collect();
     assert!(left.is_empty(), "agents left after reclaim: {left:?}");
+    // A sandbox the pool was starting at the crash: its clone of serve (not yet the agent) dies
+    // with serve rather than wait for a go that never comes.
+    let clones = clones_of_serve(&state, serve.child.id());
+    assert!(
+        clones.is_empty(),
+        "clones of the crashed serve left: {clones:?}"
+    );
     assert!(agents_of(&state).is_empty(), "agents left after reclaim");
     assert!(
         slirps.iter().all(|p| !running(*p)),
@@ -278,6 +285,24 @@ async fn a_restart_reclaims_what_a_killed_serve_left() {
     assert_eq!(reasons, ["restart", "restart"]);
     drop(serve);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Running processes whose command line is a `serve` of this state folder, other than `except`
+/// (a sandbox cloned from serve carries its command line until it execs the agent).
+fn clones_of_serve(state: &Path, except: u32) -> Vec<u32> {
+    let needle = state.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if pid != except && cmd.contains(" serve ") && cmd.contains(&needle) && running(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// `kernelbox sandbox list|kill` against a serve: (exit success, stdout).

@@ -99,6 +99,10 @@ impl ExecArgs {
     }
 }
 
+/// How long the child waits for the parent's go (which normally comes within milliseconds):
+/// a backstop, should the parent die before the death signal was armed.
+const GO_PATIENCE_MS: libc::c_int = 30_000;
+
 /// Index written to the error pipe when the failure is in the start-up itself, not a step.
 pub(super) const STEP_WAIT: u32 = u32::MAX;
 pub(super) const STEP_EXEC: u32 = u32::MAX - 1;
@@ -120,10 +124,24 @@ pub(super) unsafe fn run(plan: &Plan, exec: &ExecArgs) -> ! {
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // Until the parent says go, die with it. The go pipe's end-of-file cannot be relied on for
+    // that: a sandbox cloned at the same moment by another thread holds copies of every
+    // descriptor, this pipe's write end included, until it execs. (Seen: a `serve` killed
+    // mid-spawn left a clone waiting here for good.) Reset after go: the parent is a blocking
+    // thread that ends when idle, and the agent must not die with it.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    let mut pollfd = libc::pollfd {
+        fd: plan.go_fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let mut byte = 0u8;
-    if libc::read(plan.go_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
+    if libc::poll(&mut pollfd, 1, GO_PATIENCE_MS) != 1
+        || libc::read(plan.go_fd, (&mut byte as *mut u8).cast(), 1) != 1
+    {
         fail(STEP_WAIT);
     }
+    libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
     for (index, (_, step)) in plan.steps.iter().enumerate() {
         if step_run(step).is_err() {
             fail(index as u32);
