@@ -3,24 +3,27 @@
 //!
 //! Map of the crate, top to bottom (a module uses only those below it; see
 //! `../shared/design/layers.md`):
-//! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`, the
-//!   hidden `sandbox run-once`).
+//! - `main.rs` (the binary): the CLI, one clap subcommand per command (`setup`, `agent`,
+//!   `serve`, `sandbox list|kill`, `template build|build-base|list`).
 //! - [`control`]: the control plane (`kernelbox serve`): E2B's sandbox REST API behind
 //!   `X-API-KEY`, the gateway that routes SDK traffic to each sandbox's agent socket, lifetimes
 //!   (deadlines, kill with a recorded reason, reclaim after a restart) and their SQLite records.
 //! - [`agent`]: the in-sandbox server process: its services on their ports from one runtime,
 //!   dispatch by `E2b-Sandbox-Port`, CORS, graceful shutdown on a future.
 //! - [`envd`]: the sandbox API on port 49983 (E2B's envd): users and paths, errors, the Connect
-//!   RPC layer (`envd::connect`, hand-written JSON codec), the services' messages (`envd::rpc`)
-//!   and `filesystem.Filesystem` (`envd::filesystem`: stat, list, make, move, remove, inotify watch).
+//!   RPC layer (`envd::connect`, hand-written JSON codec), the services' messages (`envd::rpc`),
+//!   `filesystem.Filesystem` (`envd::filesystem`: stat, list, make, move, remove, inotify watch),
+//!   `process.Process` (`envd::process`: commands and terminals) and `/files` (`envd::files`:
+//!   staged uploads, downloads, signed links; identity transfers served with splice/sendfile).
 //! - [`interpreter`]: the code interpreter on port 49999 — start-up of the default contexts,
 //!   executions, contexts, the HTTP API. It does not know who serves it.
 //! - [`jupyter`]: a Jupyter client over ZeroMQ — `wire` (framing, HMAC signing), `connection`
 //!   (sockets, routing by parent id), `kernelspec`, `process` (launch, interrupt, shutdown, death).
 //!   It knows nothing of executions or HTTP.
 //! - [`template`]: what sandboxes' roots are made of: a store of read-only layers and manifests
-//!   under `$KERNELBOX_HOME/templates`, and the `base` template (a Debian root from
-//!   `mmdebstrap` with E2B's user `user`). It hands the sandbox layer a root filesystem plan.
+//!   under `$KERNELBOX_HOME/templates`, the `base` template (a Debian root from `mmdebstrap`
+//!   with E2B's user `user`) and `code-interpreter-v1` (the kernels installed inside). It hands
+//!   the sandbox layer a root filesystem plan.
 //! - [`sandbox`]: isolated sandboxes running the agent as their init, behind a `Backend` trait
 //!   (spawn, kill, usage, list) so a microVM backend can follow: the namespace backend
 //!   (`sandbox::namespaces`: user/mount/pid/net/ipc/uts namespaces, pivot_root into an overlay),
@@ -35,8 +38,8 @@
 //! [`Execution`]), [`setup`] (installs what the kernels need, `kernelbox setup`) and [`config`]
 //! (where things live: `$KERNELBOX_HOME`, the default workdir).
 //!
-//! Still to come (see the roadmap and issue 7): the warm pool, sandbox networking, the
-//! `code-interpreter-v1` template, and templates from `e2b.Dockerfile`.
+//! Still to come (see the roadmap): templates from `e2b.Dockerfile`, pause/resume, sandboxes
+//! that outlive `serve`, scale-out.
 
 pub mod agent;
 pub mod client;
