@@ -69,8 +69,8 @@ impl UserModeNet {
         };
         let egress = Egress::create(id)?;
         let join = egress.join_fd();
-        let (exit_read, exit_write) = pipe().map_err(setup)?;
-        let (ready_read, ready_write) = pipe().map_err(setup)?;
+        let (exit_read, exit_write) = crate::sys::pipe().map_err(setup)?;
+        let (ready_read, ready_write) = crate::sys::pipe().map_err(setup)?;
         let (exit_fd, ready_fd) = (exit_read.as_raw_fd(), ready_write.as_raw_fd());
         let mut cmd = Command::new("slirp4netns");
         cmd.args([
@@ -162,16 +162,4 @@ impl Drop for UserModeNet {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors on success; close-on-exec so only the dup2'd copies
-    // reach slirp4netns.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both were just opened and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

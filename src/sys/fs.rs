@@ -1,7 +1,8 @@
 //! Files and folders that hold secrets (connection files carry signing keys): readable by the
-//! agent's user only.
+//! agent's user only; and pipes.
 
 use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -28,6 +29,18 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(PRIVATE_DIR_MODE)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
+/// A pipe, (read end, write end), both close-on-exec: a child that needs an end gets it by
+/// `dup2` before exec, so no other child inherits it.
+pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just opened and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]

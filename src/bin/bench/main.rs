@@ -843,13 +843,15 @@ mod files {
     /// agent's and the network stack's, not a client's extra copy through user memory.
     fn splice_to_file(s: &TcpStream, out: &std::fs::File) -> std::io::Result<u64> {
         use std::os::fd::AsRawFd;
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two descriptors, closed below.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let (pipe_out, pipe_in) = kernelbox::sys::pipe()?;
         // SAFETY: fcntl on the pipe just made; a refusal keeps 64 KB.
-        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE_BUFFER as libc::c_int) };
+        unsafe {
+            libc::fcntl(
+                pipe_in.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_BUFFER as libc::c_int,
+            )
+        };
         let splice = |from: i32, to: i32, len: usize| -> std::io::Result<usize> {
             let null = std::ptr::null_mut();
             // SAFETY: open descriptors, null offsets (their own positions).
@@ -860,25 +862,21 @@ mod files {
                 Ok(n as usize)
             }
         };
-        let result = (|| {
-            let mut n = 0u64;
-            loop {
-                let mut in_pipe = splice(s.as_raw_fd(), fds[1], PIPE_BUFFER)?;
-                if in_pipe == 0 {
-                    return Ok(n);
-                }
-                n += in_pipe as u64;
-                while in_pipe > 0 {
-                    in_pipe -= splice(fds[0], out.as_raw_fd(), in_pipe.min(WRITE_PIECE))?;
-                }
+        let mut n = 0u64;
+        loop {
+            let mut in_pipe = splice(s.as_raw_fd(), pipe_in.as_raw_fd(), PIPE_BUFFER)?;
+            if in_pipe == 0 {
+                return Ok(n);
             }
-        })();
-        // SAFETY: closing the two pipe ends opened above, once.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
+            n += in_pipe as u64;
+            while in_pipe > 0 {
+                in_pipe -= splice(
+                    pipe_out.as_raw_fd(),
+                    out.as_raw_fd(),
+                    in_pipe.min(WRITE_PIECE),
+                )?;
+            }
         }
-        result
     }
 
     /// The download client's pipe: large, so that few splices are needed.

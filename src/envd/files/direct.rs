@@ -19,13 +19,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The longest a transfer waits for its peer to send or take anything before giving up.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most one `sendfile(2)` moves.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// The pipe between socket and file: large, so one splice empties much of the socket's receive
@@ -63,10 +63,6 @@ impl SocketBody {
         })
     }
 
-    pub fn length(&self) -> u64 {
-        self.inner.length
-    }
-
     /// Bytes of the body not yet taken out of the socket.
     pub fn unread(&self) -> u64 {
         self.inner.length - self.inner.taken.load(Ordering::Acquire)
@@ -86,7 +82,7 @@ impl SocketBody {
     /// `staged::WRITE_PIECE` for why it is small).
     pub fn splice_into(&self, file: &File, piece: usize) -> Result<(), SpliceError> {
         let socket = self.inner.socket.as_raw_fd();
-        let (pipe_out, pipe_in) = pipe().map_err(SpliceError::Socket)?;
+        let (pipe_out, pipe_in) = crate::sys::pipe().map_err(SpliceError::Socket)?;
         // SAFETY: fcntl on a pipe we own; a refusal (over /proc/sys/fs/pipe-max-size) leaves the
         // default 64 KB, which only means more, smaller splices.
         let capacity = unsafe {
@@ -140,7 +136,7 @@ pub enum SpliceError {
 #[derive(Clone, Debug)]
 pub struct SendFile {
     file: Arc<Mutex<Option<File>>>,
-    pub start: u64,
+    start: u64,
     pub len: u64,
 }
 
@@ -253,14 +249,4 @@ fn wait(fd: RawFd, events: libc::c_short) -> io::Result<()> {
             }
         }
     }
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just opened and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -57,7 +57,7 @@ mod child;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -246,6 +246,7 @@ impl Inner {
 
         resources.cgroups = Some(Cgroups::create(&spec.id, &spec.limits)?);
 
+        let pipe = || crate::sys::pipe().map_err(|e| SandboxError::io("pipe", Path::new(""), e));
         let (go_read, go_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
         let plan = self.plan(&spec, &rootfs, &dir, &log, &go_read, &err_write)?;
@@ -884,20 +885,6 @@ fn write_id_map(pid: libc::pid_t, file: &str, ids: IdRange) -> Result<(), Sandbo
     let path = PathBuf::from(format!("/proc/{pid}/{file}"));
     std::fs::write(&path, format!("0 {} {}\n", ids.first, ids.count))
         .map_err(|e| SandboxError::io("write", &path, e))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SandboxError::io(
-            "pipe",
-            Path::new(""),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn cstr(s: &str) -> Result<CString, SandboxError> {
