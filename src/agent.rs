@@ -345,7 +345,7 @@ impl Agent {
             // Identity `/files` transfers are served by the agent itself (splice, sendfile),
             // the rest by hyper: see `envd::files::connection`.
             let served = crate::envd::files::connection::serve(
-                service.listener,
+                NoDelay(service.listener),
                 dispatch(service.sandbox_port),
                 stopped(stop_rx.clone()),
             );

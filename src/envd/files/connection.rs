@@ -24,7 +24,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
@@ -41,34 +41,28 @@ const HEAD_PATIENCE: Duration = Duration::from_millis(20);
 /// reset instead of the reply).
 const DRAIN_BYTES: u64 = 256 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
-/// Back-off after a failed `accept` (out of descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, lets requests in flight
 /// finish, and closes idle connections. Requests go through `app` whichever way they are
-/// served, so its routing (`E2b-Sandbox-Port` included) and policy apply to both.
-pub async fn serve(
-    listener: TcpListener,
+/// served, so its routing (`E2b-Sandbox-Port` included) and policy apply to both. The listener
+/// is the caller's (its accept policy: `TCP_NODELAY`, back-off on errors).
+pub async fn serve<L>(
+    mut listener: L,
     app: Router,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Io = TcpStream>,
+{
     let (stop_tx, stop) = watch::channel(false);
     // Every connection holds a sender; the server waits for all of them to drop.
     let (alive, mut all_done) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = Connection { stream, app: app.clone(), stop: stop.clone() };
-                    tokio::spawn(conn.run(alive.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
+            (stream, _) = listener.accept() => {
+                let conn = Connection { stream, app: app.clone(), stop: stop.clone() };
+                tokio::spawn(conn.run(alive.clone()));
+            }
             () = &mut shutdown => break,
         }
     }
@@ -132,55 +126,23 @@ impl Connection {
     async fn serve_direct(mut self, head: Head) -> Option<Connection> {
         let mut consumed = vec![0u8; head.len];
         self.stream.read_exact(&mut consumed).await.ok()?;
-        let mut request = Request::new(Body::empty());
-        *request.method_mut() = head.method.clone();
-        *request.uri_mut() = head.target.parse().ok()?;
-        *request.headers_mut() = head.headers;
-        request.extensions_mut().insert(DirectConnection);
         let Connection { stream, app, stop } = self;
         let quiet = stream.into_std().ok()?;
-        let body = match head.method {
-            Method::POST => Some(SocketBody::new(quiet.as_fd(), head.body_len).ok()?),
-            _ => None,
-        };
-        if let Some(body) = &body {
-            request.extensions_mut().insert(body.clone());
-        }
+        let close = head.close;
+        let (request, body) = head.into_request(&quiet)?;
         let Ok(response) = app.clone().oneshot(request).await;
         let unread = body.as_ref().map_or(0, SocketBody::unread);
-        let keep_alive = !head.close && unread == 0;
+        let keep_alive = !close && unread == 0;
         let (parts, body) = response.into_parts();
-        let sent = if let Some(file) = parts.extensions.get::<SendFile>().cloned() {
-            let head = response_head(parts, Framing::Length(file.len), keep_alive);
-            let socket = quiet.as_fd().try_clone_to_owned().ok()?;
-            tokio::task::spawn_blocking(move || file.send_to(&socket, &head))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|sent| sent)
-        } else {
-            let mut stream = TcpStream::from_std(quiet).ok()?;
-            if unread > 0 {
-                drain(&mut stream, unread).await;
-            }
-            let sent = write_response(&mut stream, parts, body, keep_alive).await;
-            return match sent {
-                Ok(()) if keep_alive => Some(Connection { stream, app, stop }),
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::debug!(error = %e, "direct /files answer not delivered");
-                    None
-                }
-            };
+        let answered = match parts.extensions.get::<SendFile>().cloned() {
+            Some(file) => send_file(quiet, parts, file, keep_alive).await,
+            None => answer(quiet, parts, body, unread, keep_alive).await,
         };
-        match sent {
-            Ok(()) if keep_alive => Some(Connection {
-                stream: TcpStream::from_std(quiet).ok()?,
-                app,
-                stop,
-            }),
-            Ok(()) => None,
+        match answered {
+            Ok(stream) if keep_alive => Some(Connection { stream, app, stop }),
+            Ok(_) => None,
             Err(e) => {
-                tracing::debug!(error = %e, "direct /files download not delivered");
+                tracing::debug!(error = %e, "direct /files answer not delivered");
                 None
             }
         }
@@ -207,6 +169,39 @@ impl Connection {
             }
         }
     }
+}
+
+/// A [`SendFile`] answer: head and file from a blocking thread, the socket still out of the
+/// poller; then back in it.
+async fn send_file(
+    quiet: std::net::TcpStream,
+    parts: Parts,
+    file: SendFile,
+    keep_alive: bool,
+) -> std::io::Result<TcpStream> {
+    let head = response_head(parts, Framing::Length(file.len), keep_alive);
+    let socket = quiet.as_fd().try_clone_to_owned()?;
+    tokio::task::spawn_blocking(move || file.send_to(&socket, &head))
+        .await
+        .map_err(std::io::Error::other)??;
+    TcpStream::from_std(quiet)
+}
+
+/// Any other answer, written from the runtime once the socket is back in the poller (after
+/// draining what the handler left of the body).
+async fn answer(
+    quiet: std::net::TcpStream,
+    parts: Parts,
+    body: Body,
+    unread: u64,
+    keep_alive: bool,
+) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::from_std(quiet)?;
+    if unread > 0 {
+        drain(&mut stream, unread).await;
+    }
+    write_response(&mut stream, parts, body, keep_alive).await?;
+    Ok(stream)
 }
 
 /// Resolves once the server stops (at once if it already has).
@@ -297,6 +292,27 @@ impl Head {
             }),
             None => Parsed::Other,
         }
+    }
+
+    /// The request for the router: the socket stands in for the body (a POST's, as
+    /// [`SocketBody`]), and [`DirectConnection`] says a [`SendFile`] answer may be given.
+    fn into_request(
+        self,
+        socket: &std::net::TcpStream,
+    ) -> Option<(Request<Body>, Option<SocketBody>)> {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = self.target.parse().ok()?;
+        *request.headers_mut() = self.headers;
+        request.extensions_mut().insert(DirectConnection);
+        let body = match self.method {
+            Method::POST => Some(SocketBody::new(socket.as_fd(), self.body_len).ok()?),
+            _ => None,
+        };
+        *request.method_mut() = self.method;
+        if let Some(body) = &body {
+            request.extensions_mut().insert(body.clone());
+        }
+        Some((request, body))
     }
 
     /// The body's length if this request is one to serve directly.
