@@ -5,9 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
@@ -72,7 +70,7 @@ fn route_of(request: &Request) -> Route {
 /// `E2B_SANDBOX_URL` points here (`<url>/files?path=…&signature=…`). The signature was made
 /// with one sandbox's access token, so the sandbox whose token reproduces it is the target.
 fn signed_file_link(sandboxes: &Sandboxes, request: &Request) -> Option<Route> {
-    use crate::envd::files::signature::Operation;
+    use crate::envd::files::{signature::Operation, FileQuery};
     if request.uri().path() != "/files" {
         return None;
     }
@@ -81,18 +79,14 @@ fn signed_file_link(sandboxes: &Sandboxes, request: &Request) -> Option<Route> {
         axum::http::Method::POST => Operation::Write,
         _ => return None,
     };
-    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(request.uri()).ok()?;
-    let signature = query.get("signature")?;
-    let param = |name: &str| query.get(name).map_or("", String::as_str);
-    let expiration = query
-        .get("signature_expiration")
-        .and_then(|e| e.parse().ok());
+    // Read as the agent reads it, so both check the same parameters.
+    let query = FileQuery::parse(request.uri()).ok()?;
     let id = sandboxes.signed_by(
-        param("path"),
+        query.path.as_deref().unwrap_or(""),
         operation,
-        param("username"),
-        expiration,
-        signature,
+        query.username.as_deref().unwrap_or(""),
+        query.signature_expiration,
+        query.signature.as_deref()?,
     )?;
     Some(Route::Sandbox {
         id,
