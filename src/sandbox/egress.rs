@@ -36,6 +36,8 @@ use super::{SandboxError, SandboxId};
 /// The suffix of a sandbox's egress folder beside its cgroup (`.` never occurs in an id, so the
 /// name cannot collide with another sandbox's).
 const SUFFIX: &str = ".egress";
+/// How long removing the folder waits for a just-killed process in it to be gone.
+const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 /// DNS, the one service allowed on the host's nameservers.
 const DNS_PORT: u16 = 53;
 
@@ -65,12 +67,13 @@ impl Egress {
         cgroup::create_under_shared_parent(&dir, false)?;
         // From here on, a failure drops `egress` and removes the folder.
         let procs = open(&dir.join("cgroup.procs"), libc::O_WRONLY)
-            .map_err(|e| setup("open the egress cgroup", e))?;
+            .map_err(|e| SandboxError::setup("open the egress cgroup", e))?;
         let egress = Egress { dir, procs };
-        let rules = Rules::for_this_host().map_err(|e| setup("read the host's addresses", e))?;
+        let rules = Rules::for_this_host()
+            .map_err(|e| SandboxError::setup("read the host's addresses", e))?;
         egress
             .attach(&rules)
-            .map_err(|e| setup("attach the egress rules (cgroup BPF)", e))?;
+            .map_err(|e| SandboxError::setup("attach the egress rules (cgroup BPF)", e))?;
         Ok(egress)
     }
 
@@ -107,25 +110,9 @@ impl Egress {
     /// SIGKILLs what is left in the folder `dir` and removes it (reclaim, or a drop whose
     /// process outlived its kill). Best effort: a folder that stays busy is logged.
     pub fn remove(dir: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            for pid in cgroup::procs_of(dir) {
-                // SAFETY: kill(2) has no memory effects; the pid is listed in our own folder.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-            match std::fs::remove_dir(dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::NotFound => break,
-                Err(e) if Instant::now() > deadline => {
-                    tracing::warn!("egress cgroup {}: {e}", dir.display());
-                    return;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        if let Some(parent) = dir.parent() {
-            // Shared with other sandboxes: busy is fine.
-            let _ = std::fs::remove_dir(parent);
+        cgroup::kill(&cgroup::procs_of(dir).unwrap_or_default());
+        if let Err(e) = cgroup::remove_folder(dir, Instant::now() + REMOVE_PATIENCE) {
+            tracing::warn!("egress cgroup: {e}");
         }
     }
 }
@@ -133,13 +120,6 @@ impl Egress {
 impl Drop for Egress {
     fn drop(&mut self) {
         Egress::remove(&self.dir);
-    }
-}
-
-fn setup(step: &str, source: std::io::Error) -> SandboxError {
-    SandboxError::Setup {
-        step: step.into(),
-        source,
     }
 }
 

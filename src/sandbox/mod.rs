@@ -234,6 +234,14 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// A step of starting a sandbox failed.
+    pub(crate) fn setup(step: &str, source: std::io::Error) -> Self {
+        SandboxError::Setup {
+            step: step.into(),
+            source,
+        }
+    }
+
     pub(crate) fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         SandboxError::Io {
             what,

@@ -63,10 +63,7 @@ impl UserModeNet {
         init: u32,
         cgroups: Option<&Cgroups>,
     ) -> Result<UserModeNet, SandboxError> {
-        let setup = |e: std::io::Error| SandboxError::Setup {
-            step: "start slirp4netns".into(),
-            source: e,
-        };
+        let setup = |e| SandboxError::setup("start slirp4netns", e);
         let egress = Egress::create(id)?;
         let join = egress.join_fd();
         let (exit_read, exit_write) = crate::sys::pipe().map_err(setup)?;

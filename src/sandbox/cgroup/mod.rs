@@ -106,16 +106,10 @@ impl Cgroups {
 
     /// The processes in the sandbox (host pids): the pids controller's list on v1.
     pub fn procs(&self) -> Result<Vec<u32>, CgroupError> {
-        let dir = match &self.layout {
+        procs_of(match &self.layout {
             Layout::V1(dirs) => dirs.pids_dir(),
             Layout::V2(dir) => dir,
-        };
-        let path = dir.join("cgroup.procs");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io_err(&path, e)),
-        }
+        })
     }
 
     /// The folders (one per hierarchy), for tests and reclaim.
@@ -163,21 +157,7 @@ impl Cgroups {
     /// Removes the folders; a cgroup whose last process has just died may be busy for a moment.
     fn remove_dirs(&self, deadline: Instant) -> Result<(), CgroupError> {
         for dir in self.paths() {
-            loop {
-                match std::fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e) if Instant::now() < deadline => {
-                        tracing::debug!("rmdir {}: {e}; retrying", dir.display());
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => return Err(io_err(&dir, e)),
-                }
-            }
-            // The shared parent goes when the last sandbox does; busy (another sandbox) is fine.
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
+            remove_folder(&dir, deadline)?;
         }
         Ok(())
     }
@@ -192,7 +172,29 @@ impl Drop for Cgroups {
     }
 }
 
-fn kill(pids: &[u32]) {
+/// Removes a sandbox's folder (retrying until `deadline`: a cgroup whose last process has just
+/// died may be busy for a moment), then the parent all sandboxes share if it is empty.
+pub(super) fn remove_folder(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("rmdir {}: {e}; retrying", dir.display());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(io_err(dir, e)),
+        }
+    }
+    // The shared parent goes when the last sandbox does; busy (another sandbox) is fine.
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}
+
+/// SIGKILLs `pids` (read from a sandbox's cgroup).
+pub(super) fn kill(pids: &[u32]) {
     for &pid in pids {
         // SAFETY: kill(2) has no memory effects; pids come from the sandbox's cgroup.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -245,11 +247,14 @@ pub(super) fn create_under_shared_parent(dir: &Path, shared: bool) -> Result<(),
     }
 }
 
-/// The processes listed in a cgroup folder (either version); none if it is gone.
-pub(super) fn procs_of(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
+/// The processes listed in a cgroup folder (either version); none once it is gone.
+pub(super) fn procs_of(dir: &Path) -> Result<Vec<u32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(&path, e)),
+    }
 }
 
 /// The folder of the current process's cgroup in the v2 hierarchy (on a hybrid host, the

@@ -305,10 +305,8 @@ impl Inner {
             )?);
         }
         let mut go = std::fs::File::from(go_write);
-        go.write_all(b"g").map_err(|e| SandboxError::Setup {
-            step: "start the child".into(),
-            source: e,
-        })?;
+        go.write_all(b"g")
+            .map_err(|e| SandboxError::setup("start the child", e))?;
         drop(go);
 
         // EOF: the agent was exec'd. Eight bytes: (step, errno) of the first failure. A child
@@ -334,10 +332,7 @@ impl Inner {
         let mut err_file = std::fs::File::from(err_read);
         err_file
             .read_to_end(&mut report)
-            .map_err(|e| SandboxError::Setup {
-                step: "read the child's report".into(),
-                source: e,
-            })?;
+            .map_err(|e| SandboxError::setup("read the child's report", e))?;
         if report.len() >= 8 {
             let index = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
             let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
