@@ -210,33 +210,7 @@ impl Inner {
             chown(d, owner)?;
         }
         create_dir(&root, 0o755)?;
-        // Mount points of what every sandbox gets, made in the upper dir so they exist whatever
-        // the layers hold.
-        for d in [
-            SOCKET_DIR,
-            AGENT_HOME,
-            "/opt/kernelbox/bin",
-            "/root",
-            "/tmp",
-            "/proc",
-            "/dev",
-        ] {
-            let path = upper.join(d.trim_start_matches('/'));
-            create_dir_all_owned(&upper, &path, owner)?;
-        }
-        let exe_point = upper.join(AGENT_EXE.trim_start_matches('/'));
-        std::fs::write(&exe_point, b"").map_err(|e| SandboxError::io("create", &exe_point, e))?;
-        if !host_minimal {
-            identity_files(&upper, &spec.hostname, owner)?;
-        }
-        if spec.network == Network::UserMode {
-            write_owned(
-                &upper,
-                "resolv.conf",
-                &format!("nameserver {}\n", network::NAMESERVER),
-                owner,
-            )?;
-        }
+        prepare_upper(&upper, &spec, owner, host_minimal)?;
         let log_path = dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -252,41 +226,7 @@ impl Inner {
         let plan = self.plan(&spec, &rootfs, &dir, &log, &go_read, &err_write)?;
         let exec = child::ExecArgs::new(&plan);
 
-        let flags = libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS;
-        // SAFETY: a fork-like clone (no new stack, no shared memory); the child runs only
-        // `child::run`, which makes system calls over data prepared above and never returns.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        };
-        if pid == 0 {
-            // SAFETY: we are the child of the clone above.
-            unsafe { child::run(&plan, &exec) }
-        }
-        if pid < 0 {
-            let err = std::io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS) => {
-                    SandboxError::NamespacesUnavailable(err)
-                }
-                _ => SandboxError::Setup {
-                    step: "clone".into(),
-                    source: err,
-                },
-            });
-        }
-        let pid = pid as libc::pid_t;
+        let pid = clone_child(&plan, &exec)?;
         resources.init = Some(pid);
         drop(go_read);
         drop(err_write);
@@ -309,47 +249,7 @@ impl Inner {
             .map_err(|e| SandboxError::setup("start the child", e))?;
         drop(go);
 
-        // EOF: the agent was exec'd. Eight bytes: (step, errno) of the first failure. A child
-        // that neither reports nor execs within SETUP_PATIENCE is killed (by `resources`).
-        let mut pollfd = libc::pollfd {
-            fd: err_read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one descriptor we own.
-        let ready =
-            unsafe { libc::poll(&mut pollfd, 1, SETUP_PATIENCE.as_millis() as libc::c_int) };
-        if ready <= 0 {
-            return Err(SandboxError::Setup {
-                step: "waiting for the sandbox's set-up".into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no exec within {SETUP_PATIENCE:?}"),
-                ),
-            });
-        }
-        let mut report = Vec::new();
-        let mut err_file = std::fs::File::from(err_read);
-        err_file
-            .read_to_end(&mut report)
-            .map_err(|e| SandboxError::setup("read the child's report", e))?;
-        if report.len() >= 8 {
-            let index = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-            let step = match index {
-                child::STEP_WAIT => "waiting for the parent".to_string(),
-                child::STEP_EXEC => format!("exec of the agent ({AGENT_EXE})"),
-                i => plan
-                    .steps
-                    .get(i as usize)
-                    .map(|(name, _)| name.clone())
-                    .unwrap_or_else(|| format!("step {i}")),
-            };
-            return Err(SandboxError::Setup {
-                step,
-                source: std::io::Error::from_raw_os_error(errno),
-            });
-        }
+        wait_for_exec(err_read, &plan)?;
 
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -874,6 +774,126 @@ fn unmount_under(dir: &Path) {
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
+}
+
+/// What every sandbox's upper dir holds before the child mounts it: the mount points of what
+/// every sandbox gets (so they exist whatever the layers hold), the agent's mount point, and the
+/// sandbox's own `/etc` files.
+fn prepare_upper(
+    upper: &Path,
+    spec: &SandboxSpec,
+    owner: u32,
+    host_minimal: bool,
+) -> Result<(), SandboxError> {
+    // Mount points of what every sandbox gets, made in the upper dir so they exist whatever
+    // the layers hold.
+    for d in [
+        SOCKET_DIR,
+        AGENT_HOME,
+        "/opt/kernelbox/bin",
+        "/root",
+        "/tmp",
+        "/proc",
+        "/dev",
+    ] {
+        let path = upper.join(d.trim_start_matches('/'));
+        create_dir_all_owned(upper, &path, owner)?;
+    }
+    let exe_point = upper.join(AGENT_EXE.trim_start_matches('/'));
+    std::fs::write(&exe_point, b"").map_err(|e| SandboxError::io("create", &exe_point, e))?;
+    if !host_minimal {
+        identity_files(upper, &spec.hostname, owner)?;
+    }
+    if spec.network == Network::UserMode {
+        write_owned(
+            upper,
+            "resolv.conf",
+            &format!("nameserver {}\n", network::NAMESERVER),
+            owner,
+        )?;
+    }
+    Ok(())
+}
+
+/// Clones the child into its new namespaces; it runs `child::run` and never returns here.
+fn clone_child(plan: &Plan, exec: &child::ExecArgs) -> Result<libc::pid_t, SandboxError> {
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    // SAFETY: a fork-like clone (no new stack, no shared memory); the child runs only
+    // `child::run`, which makes system calls over data the caller prepared and never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: we are the child of the clone above.
+        unsafe { child::run(plan, exec) }
+    }
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS) => {
+                SandboxError::NamespacesUnavailable(err)
+            }
+            _ => SandboxError::setup("clone", err),
+        });
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// Waits for the child's report: end-of-file means the agent was exec'd; eight bytes are
+/// (step, errno) of its first failure. A child that neither reports nor execs within
+/// `SETUP_PATIENCE` is an error (and is killed by the caller's `Resources`).
+fn wait_for_exec(err_read: OwnedFd, plan: &Plan) -> Result<(), SandboxError> {
+    let mut pollfd = libc::pollfd {
+        fd: err_read.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we own.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, SETUP_PATIENCE.as_millis() as libc::c_int) };
+    if ready <= 0 {
+        return Err(SandboxError::Setup {
+            step: "waiting for the sandbox's set-up".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no exec within {SETUP_PATIENCE:?}"),
+            ),
+        });
+    }
+    let mut report = Vec::new();
+    let mut err_file = std::fs::File::from(err_read);
+    err_file
+        .read_to_end(&mut report)
+        .map_err(|e| SandboxError::setup("read the child's report", e))?;
+    if report.len() >= 8 {
+        let index = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let step = match index {
+            child::STEP_WAIT => "waiting for the parent".to_string(),
+            child::STEP_EXEC => format!("exec of the agent ({AGENT_EXE})"),
+            i => plan
+                .steps
+                .get(i as usize)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_else(|| format!("step {i}")),
+        };
+        return Err(SandboxError::Setup {
+            step,
+            source: std::io::Error::from_raw_os_error(errno),
+        });
+    }
+    Ok(())
 }
 
 fn write_id_map(pid: libc::pid_t, file: &str, ids: IdRange) -> Result<(), SandboxError> {
